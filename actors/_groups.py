@@ -1,0 +1,29 @@
+"""Turn Trio's exception groups back into the one exception a caller should see."""
+
+from __future__ import annotations
+
+import trio
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """Flatten (nested) exception groups into their leaf exceptions."""
+    if isinstance(exc, BaseExceptionGroup):
+        out: list[BaseException] = []
+        for inner in exc.exceptions:
+            out.extend(leaves(inner))
+        return out
+    return [exc]
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The single meaningful exception inside `exc`, or `exc` itself when there are several.
+
+    Cancellations are not meaningful when a real error is present: a nursery that failed
+    cancels its siblings, and their `Cancelled` rides along in the group.
+    """
+    found = [e for e in leaves(exc) if not isinstance(e, trio.Cancelled)]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        return exc
+    return exc

@@ -1,0 +1,3 @@
+from postee.cli import main
+
+raise SystemExit(main())
