@@ -1,57 +1,202 @@
-"""Command line entry point.
+"""Command line: `postee` runs the daemon; `check`, `apikey`, `render` and `route test` help around it.
 
-Flags and environment overrides follow Postee's so an existing deployment can switch binaries.
-The daemon itself arrives with the standalone issue; for now the command validates that the
-configuration file is readable YAML and says what it found.
+Flags and environment variables are Postee's, with the same precedence (the environment wins):
+`POSTEE_HTTP` > `AQUAALERT_URL` > `--url`; `POSTEE_HTTPS` > `AQUAALERT_TLS` > `--tls`;
+`POSTEE_CFG` > `AQUAALERT_CFG` > `--cfgfile`; `PATH_TO_DB`; `AQUAALERT_CERT_PEM` / `AQUAALERT_KEY_PEM`
+(certificate and key files of the HTTPS listener); `POSTEE_DEBUG` (debug logging).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-import yaml
+import structlog
+import trio
+
+from postee import cli_rego
 
 DEFAULT_HTTP = "0.0.0.0:8082"
 DEFAULT_HTTPS = "0.0.0.0:8445"
 DEFAULT_CFGFILE = "/config/cfg.yaml"
 
+EXIT_CONFIG = 2
+EXIT_RUNTIME = 1
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="postee", description="Security-event router (Postee-compatible).")
-    parser.add_argument("--url", default=DEFAULT_HTTP, help="HTTP listen address (env POSTEE_HTTP)")
-    parser.add_argument("--tls", default=DEFAULT_HTTPS, help="HTTPS listen address (env POSTEE_HTTPS)")
-    parser.add_argument("--cfgfile", default=DEFAULT_CFGFILE, help="config file (env POSTEE_CFG)")
+    parser.add_argument("--url", default=DEFAULT_HTTP, help="HTTP listen address (env POSTEE_HTTP, AQUAALERT_URL)")
+    parser.add_argument("--tls", default=DEFAULT_HTTPS,
+                        help="HTTPS listen address, 'off' to disable (env POSTEE_HTTPS, AQUAALERT_TLS)")
+    parser.add_argument("--cfgfile", default=DEFAULT_CFGFILE, help="config file (env POSTEE_CFG, AQUAALERT_CFG)")
+    parser.add_argument("--rego-workers", type=int, default=None, help="Rego worker processes (default: CPU count)")
+    parser.add_argument("--stop-grace", type=float, default=10.0,
+                        help="seconds to drain queued events on shutdown (default 10)")
+    commands = cli_rego.add_subcommands(parser)
+    check = commands.add_parser("check", help="validate a config file and print every problem")
+    check.add_argument("--cfgfile", dest="check_cfgfile", help="config file (default: as the daemon's)")
+    check.set_defaults(handler=run_check)
+    apikey = commands.add_parser("apikey", help="print the key of GET /reload?key=...")
+    apikey.set_defaults(handler=run_apikey)
     return parser
 
 
-def _first_env(*names: str) -> str | None:
+def first_env(environ: Mapping[str, str], *names: str) -> str | None:
     for name in names:
-        value = os.environ.get(name)
+        value = environ.get(name)
         if value:
             return value
     return None
 
 
+class _CurrentStderr:
+    """Writes to whatever `sys.stderr` is now, so logging survives it being swapped (tests, capture)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def configure_logging(environ: Mapping[str, str]) -> None:
+    debug = bool(environ.get("POSTEE_DEBUG"))
+    level = logging.DEBUG if debug else logging.INFO
+    logging.basicConfig(level=level, stream=_CurrentStderr(),  # type: ignore[arg-type]
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(_CurrentStderr()),  # type: ignore[arg-type]
+        cache_logger_on_first_use=False,
+    )
+
+
+def cfgfile_of(args: argparse.Namespace, environ: Mapping[str, str], override: str | None = None) -> str:
+    return override or first_env(environ, "POSTEE_CFG", "AQUAALERT_CFG") or args.cfgfile
+
+
+def node_options(args: argparse.Namespace, environ: Mapping[str, str]):  # noqa: ANN201 - NodeOptions
+    from postee.roles.node import NodeOptions
+    from postee.store.paths import db_path_from_env
+
+    https = first_env(environ, "POSTEE_HTTPS", "AQUAALERT_TLS") or args.tls
+    return NodeOptions(
+        cfgfile=cfgfile_of(args, environ),
+        http_bind=first_env(environ, "POSTEE_HTTP", "AQUAALERT_URL") or args.url,
+        https_bind=None if https.lower() in ("off", "none", "") else https,
+        certfile=environ.get("AQUAALERT_CERT_PEM") or None,
+        keyfile=environ.get("AQUAALERT_KEY_PEM") or None,
+        db_path=db_path_from_env(environ),
+        rego_engine=cli_rego.engine_name(args),
+        rego_templates=getattr(args, "rego_templates", None) or environ.get("POSTEE_REGO_TEMPLATES") or None,
+        rego_workers=args.rego_workers,
+        stop_grace=args.stop_grace,
+        handle_signals=True,
+        environ=dict(environ),
+    )
+
+
+def run_daemon(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from postee.config import ConfigError
+    from postee.pipeline.build import PipelineError
+    from postee.roles.node import Node
+    from postee.store.errors import StoreError
+
+    options = node_options(args, environ)
+    try:
+        trio.run(Node(options).run)
+    except ConfigError as exc:
+        print(f"postee: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except PipelineError as exc:
+        print("postee: the configuration cannot run:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StoreError as exc:
+        print(f"postee: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except KeyboardInterrupt:
+        return 0
+    except OSError as exc:
+        print(f"postee: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """`postee check`: every config problem with its path, then Rego compilation of templates and rules."""
+    from postee.config import Severity, check_config
+    from postee.pipeline.build import PipelineError, build_pipeline
+    from postee.rego.library import TemplateLibrary
+    from postee.rego.pool import open_rego_pool
+
+    environ = os.environ
+    path = cfgfile_of(args, environ, getattr(args, "check_cfgfile", None))
+    config, problems = check_config(path)
+    errors = [p for p in problems if p.severity is Severity.ERROR]
+    for problem in problems:
+        print(problem)
+    if config is not None and not errors:
+
+        async def compile_all() -> list[str]:
+            library = TemplateLibrary.load(getattr(args, "rego_templates", None))
+            async with open_rego_pool(cli_rego.engine_name(args), isolation="thread", workers=1) as pool:
+                try:
+                    pipeline = await build_pipeline(config, pool=pool, store=None, library=library)
+                except PipelineError as exc:
+                    return exc.problems
+            for warning in pipeline.warnings:
+                print(f"warning: {warning}")
+            return []
+
+        rego_problems = trio.run(compile_all)
+        for problem in rego_problems:
+            print(problem)
+        errors.extend(rego_problems)  # type: ignore[arg-type]
+    if errors:
+        print(f"{path}: {len(errors)} error(s)", file=sys.stderr)
+        return 1
+    print(f"{path}: OK ({len(config.routes)} routes, {len(config.templates)} templates, "  # type: ignore[union-attr]
+          f"{len(config.actions)} actions)")  # type: ignore[union-attr]
+    return 0
+
+
+def run_apikey(args: argparse.Namespace) -> int:
+    """`postee apikey`: the `/reload` key (from POSTEE_API_KEY, else the store, created if needed)."""
+    from postee.roles.node import ENV_API_KEY
+    from postee.store.errors import StoreError
+    from postee.store.paths import db_path_from_env
+    from postee.store.sqlite import open_store
+
+    if os.environ.get(ENV_API_KEY):
+        print(os.environ[ENV_API_KEY])
+        return 0
+
+    async def read() -> str:
+        async with open_store(db_path_from_env()) as store:
+            return await store.api_key()
+
+    try:
+        print(trio.run(read))
+    except StoreError as exc:
+        print(f"postee: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfgfile = _first_env("POSTEE_CFG", "AQUAALERT_CFG") or args.cfgfile
-    try:
-        with open(cfgfile, encoding="utf-8") as fh:
-            cfg = yaml.safe_load(fh) or {}
-    except OSError as exc:
-        print(f"postee: cannot read config {cfgfile}: {exc.strerror}", file=sys.stderr)
-        return 2
-    except yaml.YAMLError as exc:
-        print(f"postee: {cfgfile} is not valid YAML: {exc}", file=sys.stderr)
-        return 2
-    routes = cfg.get("routes") or []
-    actions = cfg.get("actions") or []
-    print(
-        f"postee: {cfgfile}: {len(routes)} routes, {len(actions)} actions; "
-        "the daemon itself is not built yet (see the standalone-daemon issue)",
-        file=sys.stderr,
-    )
-    return 0
+    configure_logging(os.environ)
+    if getattr(args, "handler", None) is not None:  # a subcommand
+        return args.handler(args)
+    return run_daemon(args, os.environ)

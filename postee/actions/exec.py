@@ -1,0 +1,211 @@
+"""The `exec` action: run a shell script per delivery, as Postee's exec action.
+
+Settings: `exec-script` (a script fed to `/bin/sh` on stdin) or `input-file` (a script file run as
+`/bin/sh <file>`, which must exist at load time), `env` (a list of `NAME=value` added to the
+environment) and `timeout` (new, default 60s). The script sees the description in `POSTEE_EVENT`.
+
+Its stdout and stderr are captured together (bounded) into the result or the error. A non-zero exit
+is a failure that retrying will not fix. Each run is the leader of its own process group, so on a
+timeout, or when the send is cancelled, the whole group is killed, including what the script
+started in the background; a timeout is then reported as retryable.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+from typing import ClassVar, Self
+
+import trio
+
+from postee.actions.base import Action, ActionError, ActionSpec, Delivery, SendResult, excerpt
+from postee.actions.registry import register
+from postee.actions.retry import RETRY_SETTINGS, RetryPolicy
+from postee.actions.settings import SettingsReader
+
+SHELL = "/bin/sh"
+DEFAULT_TIMEOUT = 60.0
+"""Seconds a script may run before its process group is killed (Postee has no limit)."""
+
+MAX_CAPTURE_BYTES = 64 * 1024
+"""Output kept per run; the rest is read and discarded, so a chatty script never blocks on a full pipe."""
+
+OUTPUT_DRAIN_GRACE = 1.0
+"""Seconds to keep reading output after the script exited, while background children still hold the pipe."""
+
+KILL_WAIT = 5.0
+"""Seconds to wait for a killed script to be reaped before giving up on it."""
+
+EVENT_VARIABLE = "POSTEE_EVENT"
+MAX_VARIABLE_BYTES = 128 * 1024
+"""Linux's limit on one environment string (MAX_ARG_STRLEN): a longer description cannot be passed."""
+_READ_SIZE = 16 * 1024
+
+
+@register
+class ExecAction(Action):
+    type_name: ClassVar[str] = "exec"
+    settings_keys: ClassVar[frozenset[str]] = RETRY_SETTINGS | {"exec-script", "input-file", "env"}
+    default_timeout: ClassVar[float] = DEFAULT_TIMEOUT
+
+    def __init__(
+        self,
+        spec: ActionSpec,
+        *,
+        retry_policy: RetryPolicy,
+        script: str | None = None,
+        input_file: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(spec, retry_policy=retry_policy)
+        if (script is None) == (input_file is None):
+            raise ValueError("give exactly one of script and input_file")
+        self.script = script
+        self.input_file = input_file
+        self.env = dict(env or {})
+
+    @property
+    def timeout(self) -> float:
+        return self.retry_policy.timeout
+
+    @classmethod
+    def from_spec(cls, spec: ActionSpec) -> Self:
+        settings = SettingsReader(spec)
+        settings.exclusive("exec-script", "input-file", required=True)
+        script = settings.string("exec-script") or None
+        input_file = settings.existing_file("input-file") or None
+        env: dict[str, str] = {}
+        for index, item in enumerate(settings.string_list("env")):
+            name, equals, value = item.partition("=")
+            if not equals or not name or "\0" in item:
+                settings.problem(f"env[{index}]", f"expected NAME=value, not {item!r}")
+            else:
+                env[name] = value
+        policy = settings.retry_policy(DEFAULT_TIMEOUT)
+        settings.done()
+        return cls(spec, retry_policy=policy, script=script, input_file=input_file, env=env)
+
+    def command(self) -> list[str]:
+        return [SHELL] if self.script is not None else [SHELL, str(self.input_file)]
+
+    async def send(self, delivery: Delivery) -> SendResult:
+        env = {**os.environ, **self.env, EVENT_VARIABLE: delivery.description}
+        try:
+            process = await trio.lowlevel.open_process(
+                self.command(),
+                stdin=subprocess.PIPE if self.script is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            if exc.errno == errno.E2BIG:
+                size = len(delivery.description.encode("utf-8"))
+                raise ActionError(
+                    f"the description ({size} bytes) is too large for the {EVENT_VARIABLE} variable"
+                    f" (Linux allows {MAX_VARIABLE_BYTES // 1024} KiB per variable)",
+                    retryable=False,
+                ) from None
+            raise ActionError(f"cannot start {SHELL}: {exc}", retryable=False) from None
+        except ValueError as exc:  # a NUL character in the description or in env
+            raise ActionError(f"cannot start {SHELL}: {exc}", retryable=False) from None
+        capture = _Capture(MAX_CAPTURE_BYTES)
+        killed = False
+        try:
+            with trio.move_on_after(self.timeout):
+                await self._run(process, capture)
+        finally:
+            with trio.CancelScope(shield=True):
+                killed = await _finish(process)
+        output = excerpt(capture.text())
+        code = process.returncode
+        if killed or code is None:
+            raise ActionError(
+                f"script timed out after {self.timeout:g}s; its process group was killed",
+                retryable=True,
+                output=output,
+            )
+        if code != 0:
+            reason = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            raise ActionError(
+                f"script {reason}" + (f": {excerpt(output, 200)}" if output else ""),
+                retryable=False,
+                status=code,
+                output=output,
+            )
+        return SendResult(output=output, status=code)
+
+    async def _run(self, process: trio.Process, capture: _Capture) -> None:
+        reading_done = trio.Event()
+
+        async def collect() -> None:
+            assert process.stdout is not None
+            while True:
+                try:
+                    chunk = await process.stdout.receive_some(_READ_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    break
+                if not chunk:
+                    break
+                capture.add(chunk)
+            reading_done.set()
+
+        async with trio.open_nursery() as nursery:
+            if self.script is not None:
+                nursery.start_soon(_feed, process, self.script.encode("utf-8"))
+            nursery.start_soon(collect)
+            await process.wait()
+            with trio.move_on_after(OUTPUT_DRAIN_GRACE):
+                await reading_done.wait()
+            nursery.cancel_scope.cancel()
+
+
+async def _feed(process: trio.Process, script: bytes) -> None:
+    """Write the script to the shell's stdin and close it; a shell that stopped reading is fine."""
+    assert process.stdin is not None
+    try:
+        await process.stdin.send_all(script)
+        await process.stdin.aclose()
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+
+
+async def _finish(process: trio.Process) -> bool:
+    """Kill the process group if the script still runs, reap it, close our pipe ends. True if killed."""
+    killed = False
+    if process.poll() is None:
+        killed = True
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        with trio.move_on_after(KILL_WAIT):
+            await process.wait()
+    for stream in (process.stdin, process.stdout):
+        if stream is not None:
+            await stream.aclose()
+    return killed
+
+
+class _Capture:
+    """The first `limit` bytes of the output, and how many more were discarded."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.discarded = 0
+
+    def add(self, chunk: bytes) -> None:
+        room = self.limit - self.size
+        if room > 0:
+            self.chunks.append(chunk[:room])
+            self.size += min(room, len(chunk))
+        self.discarded += max(0, len(chunk) - max(room, 0))
+
+    def text(self) -> str:
+        text = b"".join(self.chunks).decode("utf-8", errors="replace")
+        return text + (f"\n…[{self.discarded} more bytes discarded]" if self.discarded else "")

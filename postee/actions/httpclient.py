@@ -1,0 +1,142 @@
+"""The HTTP side shared by every HTTP-based action: one reused client, and what replies mean.
+
+Each action opens ONE `httpx.AsyncClient` in `open()` and reuses it (connection pooling, one TLS
+context). Failures become `ActionError`s classified for the retry loop:
+
+- timeouts, refused/reset connections, 5xx, 408 and 429 → retryable (429/503 with Retry-After);
+- other 4xx, an unusable URL → not retryable.
+
+Error messages name the remote by scheme, host and port only: webhook URLs often carry secrets in
+their path (Slack, Teams), and errors end up in logs.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import trio
+
+from postee import __version__
+from postee.actions.base import MAX_OUTPUT_CHARS, ActionError, SendResult, excerpt
+
+USER_AGENT = f"postee-py/{__version__}"
+
+MAX_RESPONSE_BYTES = 64 * 1024
+"""Bytes of a response body read at most: actions only keep an excerpt, a huge reply must not cost memory."""
+
+RETRYABLE_STATUSES = frozenset({408, 425, 429})
+"""4xx statuses that say "try again later"; every 5xx is retryable too."""
+
+Verify = bool | str | ssl.SSLContext
+"""True (system CAs), False (no verification), a CA bundle path, or a ready SSL context."""
+
+
+def make_ssl_context(verify: Verify) -> ssl.SSLContext:
+    """The TLS context for `verify`. Loads CA files, so run it off the event loop."""
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    if verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    if isinstance(verify, str):
+        return ssl.create_default_context(cafile=verify)
+    return ssl.create_default_context()
+
+
+async def open_http_client(
+    *, timeout: float, verify: Verify = True, headers: Mapping[str, str] | None = None, **options: Any
+) -> httpx.AsyncClient:
+    """A client with `timeout` for each phase, following redirects as Go's client (Postee's) does.
+
+    The TLS context is built in a worker thread (it reads CA files). `options` go to
+    `httpx.AsyncClient` as they are (`auth`, `base_url`, a `transport` for a unix socket, ...).
+    """
+    context = await trio.to_thread.run_sync(make_ssl_context, verify)
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout),
+        verify=context,
+        follow_redirects=True,
+        headers={"User-Agent": USER_AGENT, **(headers or {})},
+        **options,
+    )
+
+
+def describe_url(url: str | httpx.URL) -> str:
+    """`scheme://host:port` of `url`, safe to log."""
+    parts = urlsplit(str(url))
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+async def send_request(client: httpx.AsyncClient | None, method: str, url: str, **kwargs: Any) -> SendResult:
+    """Send one request; a 2xx reply becomes a `SendResult`, anything else an `ActionError`."""
+    if client is None:
+        raise RuntimeError("the action was not opened: call `await action.open()` (or `async with action:`) first")
+    where = f"{method} {describe_url(url)}"
+    try:
+        async with client.stream(method, url, **kwargs) as response:
+            body = await _read_bounded(response)
+    except httpx.TimeoutException as exc:
+        raise ActionError(f"{where}: timed out ({type(exc).__name__})", retryable=True) from None
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+        raise ActionError(f"{where}: unusable URL: {exc}", retryable=False) from None
+    except httpx.TransportError as exc:
+        if _caused_by(exc, ssl.SSLCertVerificationError):  # a bad certificate stays bad
+            raise ActionError(f"{where}: TLS certificate verification failed: {exc}", retryable=False) from None
+        raise ActionError(f"{where}: {type(exc).__name__}: {exc}", retryable=True) from None
+    except httpx.RequestError as exc:  # too many redirects, undecodable body: trying again will not help
+        raise ActionError(f"{where}: {type(exc).__name__}: {exc}", retryable=False) from None
+    return check_response(where, response.status_code, body, response.headers)
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+async def _read_bounded(response: httpx.Response) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= MAX_RESPONSE_BYTES:
+            break
+    return b"".join(chunks)
+
+
+def check_response(where: str, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> SendResult:
+    """2xx → `SendResult`; otherwise an `ActionError`, retryable for 5xx, 408, 425 and 429."""
+    output = excerpt(body, MAX_OUTPUT_CHARS)
+    if 200 <= status < 300:
+        return SendResult(output=output, status=status)
+    retryable = status >= 500 or status in RETRYABLE_STATUSES
+    raise ActionError(
+        f"{where}: HTTP {status}" + (f": {excerpt(output, 200)}" if output else ""),
+        retryable=retryable,
+        status=status,
+        output=output,
+        retry_after=parse_retry_after((headers or {}).get("retry-after")),
+    )
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header given in seconds; None for absent or HTTP-date forms."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None

@@ -1,0 +1,93 @@
+"""The configuration, as Postee's `cfg.yaml` describes it, modelled with attrs.
+
+Field names are the Python spelling of Postee's YAML keys (`serialize-actions` →
+`serialize_actions`). Durations are seconds and sizes bytes, already parsed. Actions are
+`ActionSpec`s: the generic part (name, type, enable, runs-on) plus the type's own settings,
+which each action type validates itself.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from postee.actions.base import ActionSpec
+
+DEFAULT_DB_VERIFY_INTERVAL_HOURS = 1.0
+
+
+@attrs.frozen
+class Plugins:
+    """A route's plugins: aggregation and deduplication (Postee's `plugins:` block)."""
+
+    aggregate_message_number: int = 0
+    aggregate_message_timeout: float = 0.0
+    unique_message_props: tuple[str, ...] = ()
+    unique_message_timeout: float = 0.0
+    policy_show_all: bool = False
+
+    @property
+    def aggregates(self) -> bool:
+        return self.aggregate_message_number > 0 or self.aggregate_message_timeout > 0
+
+    @property
+    def deduplicates(self) -> bool:
+        return bool(self.unique_message_props)
+
+
+@attrs.frozen
+class RouteConfig:
+    name: str
+    input: str = ""
+    input_files: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ()
+    template: str = ""
+    serialize_actions: bool = False
+    plugins: Plugins = attrs.field(factory=Plugins)
+
+
+@attrs.frozen
+class TemplateConfig:
+    """A template: inline `body`, a `url` fetched at load time, or a bundled/user `rego-package`.
+
+    Postee's precedence when several are given is body > url > rego-package.
+    """
+
+    name: str
+    body: str = ""
+    url: str = ""
+    rego_package: str = ""
+    legacy_scan_renderer: str = ""
+
+    @property
+    def kind(self) -> str:
+        if self.body:
+            return "body"
+        if self.url:
+            return "url"
+        return "rego-package"
+
+
+@attrs.frozen
+class Config:
+    name: str = ""
+    aqua_server: str = ""
+    max_db_size: int = 0
+    """Bytes; 0 means unlimited."""
+    db_verify_interval_hours: float = DEFAULT_DB_VERIFY_INTERVAL_HOURS
+    delete_old_data_days: int = 0
+    ingest_token: str = ""
+    """Bearer token required on the webhook when set (new; Postee has no ingest authentication)."""
+    routes: tuple[RouteConfig, ...] = ()
+    templates: tuple[TemplateConfig, ...] = ()
+    actions: tuple[ActionSpec, ...] = ()
+    rules: tuple[object, ...] = ()
+    source: str = ""
+
+    def route(self, name: str) -> RouteConfig | None:
+        return next((r for r in self.routes if r.name == name), None)
+
+    def template(self, name: str) -> TemplateConfig | None:
+        return next((t for t in self.templates if t.name == name), None)
+
+    def action(self, name: str) -> ActionSpec | None:
+        return next((a for a in self.actions if a.name == name), None)

@@ -1,0 +1,202 @@
+"""Build the actor tree for a configuration, validating everything before anything starts.
+
+The tree (started downstream first, so a graceful stop drains upstream into downstream):
+
+    pipeline (one-for-one)
+    ├── actions (one-for-one): one ActionActor per enabled, local action
+    ├── routes  (one-for-one): one RouteActor per route
+    └── router: the intake queue, fanning events out to the routes
+
+Templates and rules are compiled, and every template is tried on a sample event, before the tree
+is returned: a configuration that cannot work is rejected with every problem named, and (on a
+reload) the running pipeline stays in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+import httpx
+import structlog
+import trio
+
+from actors import MailboxStats, RestartPolicy, Supervisor, SupervisorEvent
+from postee.actions.base import ActionSpec
+from postee.actions.registry import build_action
+from postee.config.model import Config
+from postee.metrics import Metrics
+from postee.pipeline.action_actor import ActionActor, Execution
+from postee.pipeline.events import Event
+from postee.pipeline.rendering import RenderCache
+from postee.pipeline.route_actor import RouteActor, RouteJob, RouteOutcome, RouteServices
+from postee.pipeline.router import DEFAULT_INTAKE_CAPACITY, Router
+from postee.rego.engine import RegoError
+from postee.rego.library import TemplateLibrary
+from postee.rego.pool import RegoPool
+from postee.rego.render import Template, TemplateSpec, check_template, load_template
+from postee.rego.rules import build_rule
+
+log = structlog.get_logger("postee.pipeline")
+
+DEFAULT_STOP_GRACE = 10.0
+ACTOR_POLICY = RestartPolicy(max_restarts=10, window=60.0, backoff_initial=0.1, backoff_max=5.0)
+
+
+class PipelineError(Exception):
+    """The configuration cannot be run; `problems` names each template, rule or action at fault."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def runs_everything(spec: ActionSpec) -> bool:
+    """Standalone mode: every enabled action runs here (Postee ignores `runs-on` without a controller)."""
+    return True
+
+
+@attrs.define(eq=False)
+class Pipeline:
+    config: Config
+    router: Router
+    routes: dict[str, RouteActor]
+    actions: dict[str, ActionActor]
+    supervisor: Supervisor
+    renderer: RenderCache
+    warnings: list[str] = attrs.field(factory=list)
+
+    def submit(self, event: Event) -> bool:
+        """Queue an event for every route; False when the intake queue is full (answer 503)."""
+        return self.router.address.try_send(event)
+
+    async def run_route(self, route: str, event: Event, *, timeout: float) -> RouteOutcome:
+        """Run one route on `event` and wait for its actions (`POST /tenant/{route}`)."""
+        from actors import ask
+
+        return await ask(self.routes[route].address, lambda reply: RouteJob(event, reply), timeout=timeout)
+
+    def mailboxes(self) -> Iterable[MailboxStats]:
+        yield self.router.mailbox.stats()
+        for actor in self.routes.values():
+            yield actor.mailbox.stats()
+        for actor in self.actions.values():
+            yield actor.mailbox.stats()
+
+    def idle(self) -> bool:
+        """Nothing queued anywhere (used by tests and by the drain on shutdown)."""
+        return all(stats.depth == 0 for stats in self.mailboxes())
+
+
+async def build_pipeline(
+    config: Config,
+    *,
+    pool: RegoPool,
+    store: Any,
+    library: TemplateLibrary,
+    metrics: Metrics | None = None,
+    is_local: Callable[[ActionSpec], bool] = runs_everything,
+    on_execution: Callable[[Execution], Any] | None = None,
+    wall_clock: Callable[[], float] | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    intake_capacity: int = DEFAULT_INTAKE_CAPACITY,
+    mailbox_capacity: int | None = None,
+    stop_grace: float = DEFAULT_STOP_GRACE,
+) -> Pipeline:
+    """Validate and assemble the pipeline for `config`; raises PipelineError listing every problem."""
+    import time
+
+    problems: list[str] = []
+    warnings: list[str] = []
+    wall_clock = wall_clock or time.time
+
+    templates: dict[str, Template] = {}
+    used = {route.template for route in config.routes if route.template}
+    for spec in config.templates:
+        if spec.name not in used:
+            continue
+        try:
+            template = await load_template(
+                TemplateSpec(spec.name, spec.rego_package or None, spec.body or None, spec.url or None),
+                library,
+                http_client,
+            )
+            await pool.compile(template.spec)
+        except RegoError as exc:
+            problems.append(f"templates[{spec.name}]: {exc}")
+            continue
+        templates[spec.name] = template
+        try:
+            await check_template(pool, template)
+        except RegoError as exc:
+            # Templates are written for one tool's events: a miss on the generic sample is worth a
+            # warning, not a refusal to start.
+            warnings.append(f"templates[{spec.name}]: {exc}")
+
+    rules = {}
+    for route in config.routes:
+        try:
+            rule = build_rule(route.name, route.input, route.input_files)
+            await rule.check(pool)
+        except RegoError as exc:
+            problems.append(f"routes[{route.name}]: {exc}")
+            continue
+        rules[route.name] = rule
+
+    action_objects = {}
+    for spec in config.actions:
+        if not spec.enable or not is_local(spec):
+            continue
+        try:
+            action_objects[spec.name] = build_action(spec)
+        except Exception as exc:  # ActionConfigError and friends: report them all together
+            problems.append(f"actions[{spec.name}]: {exc}")
+    if problems:
+        raise PipelineError(problems)
+    for warning in warnings:
+        log.warning("template check", problem=warning)
+
+    def on_event(event: SupervisorEvent) -> None:
+        if metrics is not None and event.kind.value == "restarted":
+            metrics.restarts.labels(event.supervisor, event.child).inc()
+
+    action_actors = {
+        name: ActionActor(action, metrics=metrics, on_execution=on_execution, wall_clock=wall_clock,
+                          **({"capacity": mailbox_capacity} if mailbox_capacity else {}))
+        for name, action in action_objects.items()
+    }
+    renderer = RenderCache(pool, aqua_server=config.aqua_server, metrics=metrics)
+    services = RouteServices(pool=pool, store=store, renderer=renderer, library=library, metrics=metrics,
+                             wall_clock=wall_clock)
+    route_actors = {}
+    for route in config.routes:
+        local = [action_actors[name] for name in route.actions if name in action_actors]
+        route_actors[route.name] = RouteActor(
+            route,
+            rule=rules[route.name],
+            template=templates.get(route.template),
+            actions=local,
+            services=services,
+            **({"capacity": mailbox_capacity} if mailbox_capacity else {}),
+        )
+    router = Router(list(route_actors.values()), capacity=intake_capacity)
+
+    actions_sup = Supervisor("actions", ACTOR_POLICY, on_event=on_event, stop_grace=stop_grace)
+    for actor in action_actors.values():
+        actions_sup.add(actor)
+    routes_sup = Supervisor("routes", ACTOR_POLICY, on_event=on_event, stop_grace=stop_grace)
+    for actor in route_actors.values():
+        routes_sup.add(actor)
+    root = Supervisor("pipeline", ACTOR_POLICY, on_event=on_event, stop_grace=stop_grace)
+    root.add(actions_sup)
+    root.add(routes_sup)
+    root.add(router)
+    return Pipeline(config=config, router=router, routes=route_actors, actions=action_actors, supervisor=root,
+                    renderer=renderer, warnings=warnings)
+
+
+async def drain(pipeline: Pipeline, *, grace: float) -> None:
+    """Stop the pipeline: no new events, queued ones flow through until `grace` seconds, then cancel."""
+    with trio.CancelScope(shield=True):
+        await pipeline.supervisor.stop(grace)

@@ -1,0 +1,112 @@
+"""Events as the pipeline carries them, and the ring of recent events behind `GET /events`.
+
+An event is parsed once at intake: the raw bytes are decoded, Postee's backtick rewrite is
+applied, the JSON is checked to be an object, and the canonical JSON text is kept next to the
+parsed value so the Rego workers receive text without re-encoding it for every route.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import attrs
+
+RECENT_EVENTS = 1000
+"""How many events `GET /events` shows (Postee keeps the last 1000 too)."""
+
+SOURCE_WEBHOOK = "webhook"
+
+
+class InvalidEvent(ValueError):
+    """The body is not an event: not UTF-8, not JSON, or not a JSON object. Says why and where."""
+
+
+@attrs.frozen
+class Event:
+    """One received event. `source` is "webhook" or the name of the runner that reported it."""
+
+    id: str
+    body: Mapping[str, Any]
+    text: str
+    received_at: float
+    source: str = SOURCE_WEBHOOK
+
+    def envelope(self) -> dict[str, Any]:
+        """The `/events` representation: the event plus where and when it came from."""
+        return {"id": self.id, "received_at": self.received_at, "source": self.source, "event": self.body}
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def parse_event(
+    raw: bytes | str,
+    *,
+    event_id: str | None = None,
+    source: str = SOURCE_WEBHOOK,
+    received_at: float | None = None,
+) -> Event:
+    """Parse a webhook body into an Event, or raise InvalidEvent with the reason.
+
+    Backticks become `'` before parsing, as Postee does (its templates embed values in Markdown).
+    """
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidEvent(f"body is not UTF-8 (byte {exc.start})") from None
+    else:
+        text = raw
+    text = text.replace("`", "'")
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidEvent(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise InvalidEvent("invalid JSON: nested too deeply") from None
+    if not isinstance(body, dict):
+        raise InvalidEvent(f"an event must be a JSON object, got a JSON {_json_kind(body)}")
+    return Event(
+        id=event_id or new_event_id(),
+        body=body,
+        text=text,
+        received_at=time.time() if received_at is None else received_at,
+        source=source,
+    )
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if value is None:
+        return "null"
+    return "number"
+
+
+class RecentEvents:
+    """The last `capacity` events, oldest first; `to_json()` is always a valid JSON array."""
+
+    def __init__(self, capacity: int = RECENT_EVENTS) -> None:
+        self._events: collections.deque[Event] = collections.deque(maxlen=capacity)
+
+    def add(self, event: Event) -> None:
+        self._events.append(event)
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def __iter__(self) -> Iterator[Event]:
+        return iter(list(self._events))
+
+    def to_json(self) -> str:
+        return json.dumps([e.envelope() for e in list(self._events)], ensure_ascii=False)

@@ -1,0 +1,81 @@
+"""Render each (event, template) once, however many routes ask for it at the same time.
+
+Several routes often share a template (and every action of a route shares the route's). Rego
+evaluation is the most expensive step of the pipeline, so renders are single-flight: the first
+route to ask evaluates, the others wait for its result. A small LRU bounds the memory.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping
+from typing import Any
+
+import trio
+
+from postee.metrics import Metrics
+from postee.rego.pool import RegoPool
+from postee.rego.render import Content, Template, TemplateError, render
+
+DEFAULT_RENDER_CACHE = 512
+
+
+class _Entry:
+    __slots__ = ("done", "error", "value")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.value: Content | None = None
+        self.error: BaseException | None = None
+
+
+class RenderCache:
+    def __init__(
+        self,
+        pool: RegoPool,
+        *,
+        aqua_server: str = "",
+        metrics: Metrics | None = None,
+        size: int = DEFAULT_RENDER_CACHE,
+    ) -> None:
+        self.pool = pool
+        self.aqua_server = aqua_server
+        self.metrics = metrics
+        self.size = size
+        self._entries: collections.OrderedDict[tuple[str, str], _Entry] = collections.OrderedDict()
+        self.evaluations = 0
+
+    async def render(self, template: Template, event_id: str, event: Mapping[str, Any]) -> Content:
+        """The content of `event` through `template`; raises TemplateError."""
+        key = (event_id, template.name)
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+            await entry.done.wait()
+            if entry.error is not None:
+                raise entry.error
+            assert entry.value is not None
+            return entry.value
+        entry = self._entries[key] = _Entry()
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        self.evaluations += 1
+        try:
+            entry.value = await render(self.pool, template, event, self.aqua_server)
+        except TemplateError as exc:
+            entry.error = exc
+            self._count(template, "error")
+            raise
+        except BaseException:
+            # Cancelled (or a bug): do not cache; waiters retry on their own.
+            entry.error = TemplateError(f"template {template.name!r}: render was interrupted")
+            self._entries.pop(key, None)
+            raise
+        finally:
+            entry.done.set()
+        self._count(template, "ok")
+        return entry.value
+
+    def _count(self, template: Template, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.renders.labels(template.name, outcome).inc()

@@ -1,0 +1,269 @@
+"""RouteActor: one per route — rule, dedup, render, aggregate, hand over to the actions.
+
+A route handles its events one at a time, in arrival order, so what its actions receive is in
+the order the events came in. Rule evaluation and rendering run in the Rego worker pool, so
+routes work in parallel with each other while each stays ordered.
+
+With `serialize-actions: true` the route also waits for each action to finish before starting
+the next one (in the route's list order) and before taking the next event: the strict order
+Postee promises. Without it the route hands the delivery to every action actor and moves on;
+the actions send concurrently.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import structlog
+import trio
+
+from actors import Actor, MailboxClosed, Reply, ask
+from postee.actions.base import Delivery
+from postee.actions.retry import DeliveryReport
+from postee.config.model import RouteConfig
+from postee.metrics import Metrics
+from postee.pipeline.action_actor import ActionActor, ActionJob
+from postee.pipeline.dedup import dedup_key
+from postee.pipeline.events import Event
+from postee.pipeline.rendering import RenderCache
+from postee.rego.engine import RegoError
+from postee.rego.library import TemplateLibrary
+from postee.rego.pool import RegoPool
+from postee.rego.render import Content, TemplateError, aggregate_items, aggregation_item
+from postee.rego.rules import RouteRule
+
+log = structlog.get_logger("postee.route")
+
+DEFAULT_ROUTE_MAILBOX = 256
+
+
+@attrs.frozen
+class RouteJob:
+    """An event for the route; `done` (for `POST /tenant/{route}`) receives a `RouteOutcome`."""
+
+    event: Event
+    done: Reply[RouteOutcome] | None = None
+
+
+@attrs.frozen
+class RouteOutcome:
+    route: str
+    matched: bool
+    dropped: str | None = None
+    """Why nothing was sent: "duplicate", "aggregating", "error: ..." (None when sent)."""
+    reports: tuple[DeliveryReport, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "route": self.route,
+            "matched": self.matched,
+            "dropped": self.dropped,
+            "actions": {r.action: {"ok": r.ok, "attempts": r.attempts, "error": str(r.error) if r.error else None}
+                        for r in self.reports},
+        }
+
+
+@attrs.frozen
+class RouteServices:
+    """What every route shares."""
+
+    pool: RegoPool
+    store: Any  # postee.store.Store
+    renderer: RenderCache
+    library: TemplateLibrary
+    metrics: Metrics | None = None
+    wall_clock: Callable[[], float] = attrs.field(factory=lambda: trio.current_time)
+
+
+class RouteActor(Actor[RouteJob]):
+    def __init__(
+        self,
+        route: RouteConfig,
+        *,
+        rule: RouteRule,
+        template: Any,  # postee.rego.render.Template
+        actions: Sequence[ActionActor],
+        services: RouteServices,
+        capacity: int = DEFAULT_ROUTE_MAILBOX,
+    ) -> None:
+        super().__init__(name=f"route:{route.name}", capacity=capacity)
+        self.route = route
+        self.rule = rule
+        self.template = template
+        self.actions = list(actions)
+        self.services = services
+        self.matched = 0
+        self.processed = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        timeout = self.route.plugins.aggregate_message_timeout
+        async with trio.open_nursery() as nursery:
+            if timeout > 0 and self.actions:
+                nursery.start_soon(self._flush_periodically, timeout)
+            await super().run(task_status=task_status)
+            nursery.cancel_scope.cancel()
+
+    async def handle(self, message: RouteJob) -> None:
+        try:
+            outcome = await self.process(message.event, wait=message.done is not None)
+        except Exception as exc:
+            if message.done is not None:
+                message.done.fail(exc)
+            raise
+        if message.done is not None:
+            message.done.send(outcome)
+
+    # -- the steps -----------------------------------------------------------------------------
+    async def process(self, event: Event, *, wait: bool = False) -> RouteOutcome:
+        services, name = self.services, self.route.name
+        self.processed += 1
+        try:
+            matched = await self.rule.matches(services.pool, event.body, event.text)
+        except RegoError as exc:
+            return self._failed("rule", event, exc)
+        if not matched:
+            return RouteOutcome(name, matched=False)
+        self.matched += 1
+        if services.metrics is not None:
+            services.metrics.route_matches.labels(name).inc()
+
+        plugins = self.route.plugins
+        if plugins.deduplicates:
+            key = dedup_key(event.body, plugins.unique_message_props)
+            if key is not None and await services.store.dedup_seen(
+                name, key, plugins.unique_message_timeout, services.wall_clock()
+            ):
+                log.info("duplicate event dropped", route=name, event_id=event.id, key=key)
+                if services.metrics is not None:
+                    services.metrics.dedup_drops.labels(name).inc()
+                return RouteOutcome(name, matched=True, dropped="duplicate")
+        if not self.actions:
+            return RouteOutcome(name, matched=True, dropped="no local actions")
+        try:
+            content = await services.renderer.render(self.template, event.id, event.body)
+        except TemplateError as exc:
+            return self._failed("render", event, exc)
+
+        if plugins.aggregates:
+            return await self._aggregate(event, content, wait)
+        delivery = Delivery(content=content.as_map(), event=event.body, route=name, event_id=event.id)
+        reports = await self._dispatch([(actor, delivery) for actor in self.actions], wait=wait)
+        return RouteOutcome(name, matched=True, reports=reports)
+
+    def _failed(self, stage: str, event: Event, exc: Exception) -> RouteOutcome:
+        log.error(f"route {stage} failed", route=self.route.name, event_id=event.id, error=str(exc))
+        if self.services.metrics is not None:
+            self.services.metrics.route_errors.labels(self.route.name, stage).inc()
+        return RouteOutcome(self.route.name, matched=stage != "rule", dropped=f"error: {exc}")
+
+    async def _dispatch(self, work: Sequence[tuple[ActionActor, Delivery]], *, wait: bool) -> tuple[
+        DeliveryReport, ...
+    ]:
+        """Hand deliveries to action actors: one after another when serialized, else all at once."""
+        if self.route.serialize_actions:
+            reports = []
+            for actor, delivery in work:
+                report = await self._ask(actor, delivery)
+                if report is not None:
+                    reports.append(report)
+            return tuple(reports)
+        if not wait:
+            for actor, delivery in work:
+                try:
+                    await actor.address.send(ActionJob(delivery))
+                except MailboxClosed:
+                    log.error("action is stopped; delivery lost", action=actor.action.name, route=self.route.name,
+                              event_id=delivery.event_id)
+            return ()
+        results: list[DeliveryReport | None] = [None] * len(work)
+
+        async def one(i: int, actor: ActionActor, delivery: Delivery) -> None:
+            results[i] = await self._ask(actor, delivery)
+
+        async with trio.open_nursery() as nursery:
+            for i, (actor, delivery) in enumerate(work):
+                nursery.start_soon(one, i, actor, delivery)
+        return tuple(r for r in results if r is not None)
+
+    async def _ask(self, actor: ActionActor, delivery: Delivery) -> DeliveryReport | None:
+        try:
+            return await ask(actor.address, lambda reply: ActionJob(delivery, reply), timeout=actor.budget + 5)
+        except Exception as exc:  # the action actor crashed or timed out: report, keep the route going
+            log.error("action did not complete", action=actor.action.name, route=self.route.name,
+                      event_id=delivery.event_id, error=f"{type(exc).__name__}: {exc}")
+            return None
+
+    # -- aggregation ---------------------------------------------------------------------------
+    async def _aggregate(self, event: Event, content: Content, wait: bool) -> RouteOutcome:
+        """Queue the content per action; send an aggregate when `aggregate-message-number` is reached."""
+        plugins, store, name = self.route.plugins, self.services.store, self.route.name
+        # The package travels with each queued item: the timeout path has no content to read it from.
+        record = {"aggregation_pkg": content.aggregation_pkg, "item": aggregation_item(content)}
+        ready = []
+        for actor in self.actions:
+            count = await store.aggregation_push(name, actor.action.name, record)
+            if self.services.metrics is not None:
+                self.services.metrics.aggregated.labels(name, actor.action.name).inc()
+            n = plugins.aggregate_message_number
+            if n > 0 and count >= n:
+                ready.append((actor, await store.aggregation_take(name, actor.action.name, n)))
+        if not ready:
+            return RouteOutcome(name, matched=True, dropped="aggregating")
+        work = []
+        for actor, records in ready:
+            delivery = await self._aggregated_delivery(records, event.id)
+            if delivery is not None:
+                work.append((actor, delivery))
+        reports = await self._dispatch(work, wait=wait)
+        return RouteOutcome(name, matched=True, reports=reports)
+
+    async def _aggregated_delivery(self, records: Sequence[Mapping[str, Any]], event_id: str) -> Delivery | None:
+        if not records:
+            return None
+        package = records[0].get("aggregation_pkg")
+        items = [r["item"] for r in records]
+        try:
+            if package:
+                merged = await aggregate_items(self.services.pool, package, self.services.library, items)
+                content = merged.as_map()
+            else:
+                content = concatenate(items)
+        except TemplateError as exc:
+            log.error("aggregation failed; items dropped", route=self.route.name, count=len(items), error=str(exc))
+            if self.services.metrics is not None:
+                self.services.metrics.route_errors.labels(self.route.name, "aggregate").inc()
+            return None
+        return Delivery(content=content, event={}, route=self.route.name, event_id=event_id)
+
+    async def _flush_periodically(self, interval: float) -> None:
+        """`aggregate-message-timeout`: every interval, send what each action has queued."""
+        while True:
+            await trio.sleep(interval)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Send every action what it has queued (Postee sent the timeout batch to every action too)."""
+        store, name = self.services.store, self.route.name
+        work = []
+        for actor in self.actions:
+            records = await store.aggregation_take(name, actor.action.name, None)
+            delivery = await self._aggregated_delivery(records, f"aggregate:{name}")
+            if delivery is not None:
+                work.append((actor, delivery))
+        if work:
+            await self._dispatch(work, wait=False)
+
+
+def concatenate(items: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Aggregate without an aggregation package: first title, descriptions one after another."""
+    descriptions = []
+    for item in items:
+        description = item.get("description", "")
+        descriptions.append(description if isinstance(description, str) else json.dumps(description))
+    title = str(items[0].get("title", ""))
+    return {"title": f"{title} (+{len(items) - 1} more)" if len(items) > 1 else title,
+            "description": "\n\n".join(descriptions), "url": str(items[0].get("url", ""))}

@@ -1,0 +1,1 @@
+"""Rego evaluation: engine interface, backends, Postee dialect compatibility, worker pool."""

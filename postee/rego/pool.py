@@ -1,0 +1,290 @@
+"""Run Rego evaluations off the event loop, isolated from engine crashes and hangs.
+
+Both engines are native code with sharp edges: regopy segfaults on some inputs and misuse, regorus
+panics when an engine is touched from another thread, and either can run for a very long time on a
+pathological rule. The daemon must survive all of that, so by default every evaluation runs in a
+supervised worker *process* (trio-parallel): a segfault fails that one evaluation with
+`RegoEvalError`, is logged and counted, and trio-parallel starts a fresh worker for the next one; a
+hang hits the per-evaluation timeout, which kills the worker (`kill_on_cancel=True`).
+
+What crosses the process boundary is a `QuerySpec` (module texts + query + a content hash) and the
+event as JSON text. Each worker keeps compiled queries in a small LRU cache keyed by (backend name,
+hash), so a module set compiles once per worker and later calls pay only for the evaluation. Module
+texts are a few kilobytes and pickle in microseconds, which is cheaper than a second round trip to ask
+the worker whether it already has them. Results and errors come back as plain data (see
+`call_in_worker`). Workers are spawned, not forked: a fresh interpreter inherits no engine state.
+
+An in-thread mode (`isolation="thread"`) runs the same code in the pool's own worker threads with
+one compiled query per thread (neither engine is thread-safe). It starts instantly, which suits the
+CLI and tests, but offers no crash isolation and cannot stop a hung evaluation (its caller gets the
+timeout error; the thread runs on, abandoned).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any, Literal, TypeVar
+
+import attrs
+import trio
+import trio_parallel
+
+from postee.rego.backends import get_backend
+from postee.rego.engine import CompiledQuery, RegoBackend, RegoCompileError, RegoEvalError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_EVALUATION_TIMEOUT = 30.0
+"""Seconds one evaluation may take, including starting a worker and compiling on a cache miss."""
+
+WORKER_CACHE_SIZE = 128
+"""Compiled queries kept per worker (one per route rule and per template is typical)."""
+
+WORKER_IDLE_TIMEOUT = math.inf
+"""Idle workers are kept: a retired worker would lose its compiled queries."""
+
+WORKER_GRACE_PERIOD = 5.0
+"""Seconds given to workers to exit when the pool closes before they are killed."""
+
+Isolation = Literal["process", "thread"]
+
+
+@attrs.frozen
+class QuerySpec:
+    """A query over a fixed module set: everything a worker needs to compile it.
+
+    `key` is a content hash of modules and query, so equal specs share a compiled query in a worker
+    whoever built them.
+    """
+
+    modules: tuple[tuple[str, str], ...]
+    query: str
+    key: str = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        digest = hashlib.sha256()
+        for name, source in self.modules:
+            for part in (name, source):
+                data = part.encode("utf-8", "surrogatepass")
+                digest.update(len(data).to_bytes(8, "little"))
+                digest.update(data)
+        digest.update(self.query.encode("utf-8"))
+        object.__setattr__(self, "key", digest.hexdigest())
+
+    @classmethod
+    def build(cls, modules: Mapping[str, str], query: str) -> QuerySpec:
+        """Make a spec from a filename -> source mapping (order does not matter)."""
+        return cls(tuple(sorted(modules.items())), query)
+
+    @property
+    def module_map(self) -> dict[str, str]:
+        return dict(self.modules)
+
+
+# --- worker side: runs in a worker process or a worker thread --------------------------------------
+
+_local = threading.local()
+
+
+def _cache() -> OrderedDict[tuple[str, str], CompiledQuery]:
+    cache = getattr(_local, "compiled", None)
+    if cache is None:
+        cache = _local.compiled = OrderedDict()
+    return cache
+
+
+def _backend(name: str) -> RegoBackend:
+    backends = getattr(_local, "backends", None)
+    if backends is None:
+        backends = _local.backends = {}
+    if name not in backends:
+        backends[name] = get_backend(name)
+    return backends[name]
+
+
+def _compiled(backend_name: str, spec: QuerySpec) -> CompiledQuery:
+    cache = _cache()
+    cache_key = (backend_name, spec.key)
+    compiled = cache.get(cache_key)
+    if compiled is None:
+        compiled = _backend(backend_name).compile(spec.module_map, spec.query)
+        cache[cache_key] = compiled
+        while len(cache) > WORKER_CACHE_SIZE:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(cache_key)
+    return compiled
+
+
+def _compile_spec(backend_name: str, spec: QuerySpec) -> None:
+    _compiled(backend_name, spec)
+
+
+def _evaluate_spec(backend_name: str, spec: QuerySpec, input_json: str) -> Any:
+    return _compiled(backend_name, spec).evaluate(input_json)
+
+
+def call_in_worker(fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+    """Run `fn(*args)` in a worker and describe the outcome as plain data.
+
+    Errors travel as (class, constructor args), never as exception objects: an engine's traceback
+    frames hold native engine objects (regorus panics when one is dropped on another thread), and
+    trio-parallel's traceback pickling loses the fields of our attrs exceptions.
+    """
+    try:
+        return True, fn(*args)
+    except RegoCompileError as exc:
+        return False, (RegoCompileError, (exc.message, exc.file, exc.line))
+    except RegoEvalError as exc:
+        return False, (RegoEvalError, (exc.message, exc.query))
+    except Exception as exc:
+        return False, (RegoEvalError, (f"engine error: {type(exc).__name__}: {exc}", None))
+
+
+# --- loop side -------------------------------------------------------------------------------------
+
+
+@attrs.define
+class PoolStats:
+    """Counters for metrics and logs."""
+
+    evaluations: int = 0
+    errors: int = 0
+    crashes: int = 0
+    timeouts: int = 0
+
+
+@attrs.define(eq=False)
+class RegoPool:
+    """Evaluates `QuerySpec`s in workers; see the module docstring. Open with `open_rego_pool`."""
+
+    backend_name: str
+    timeout: float
+    isolation: Isolation
+    limiter: trio.CapacityLimiter
+    _context: trio_parallel.WorkerContext | None = None
+    _threads: ThreadPoolExecutor | None = None
+    stats: PoolStats = attrs.Factory(PoolStats)
+
+    async def evaluate(self, spec: QuerySpec, input_json: str) -> Any:
+        """The query's value on `input_json` (JSON value or `UNDEFINED`).
+
+        Raises `RegoCompileError` or `RegoEvalError` (also for a crash or timeout).
+        """
+        self.stats.evaluations += 1
+        return await self.run(_evaluate_spec, self.backend_name, spec, input_json)
+
+    async def compile(self, spec: QuerySpec) -> None:
+        """Compile `spec` in a worker to check it at load time; raises `RegoCompileError`."""
+        await self.run(_compile_spec, self.backend_name, spec)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` in a worker with the pool's timeout and crash handling.
+
+        `fn` must be importable by name (a module-level function) in process mode. Raises
+        `RegoCompileError`/`RegoEvalError` from the worker, or `RegoEvalError` for a crash or timeout.
+        """
+        with trio.move_on_after(self.timeout):
+            try:
+                ok, value = await self._call(fn, args)
+            except trio_parallel.BrokenWorkerError as exc:
+                self.stats.crashes += 1
+                log.error("Rego worker crashed (%s); it will be replaced", exc)
+                raise RegoEvalError(f"Rego worker crashed: {exc}") from None
+            if ok:
+                return value
+            self.stats.errors += 1
+            error_class, error_args = value
+            raise error_class(*error_args)
+        self.stats.timeouts += 1
+        fate = "worker killed" if self.isolation == "process" else "thread abandoned"
+        log.error("Rego evaluation timed out after %gs; %s", self.timeout, fate)
+        raise RegoEvalError(f"timed out after {self.timeout:g}s")
+
+    async def _call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
+        if self._context is not None:
+            return await self._context.run_sync(call_in_worker, fn, *args, kill_on_cancel=True, limiter=self.limiter)
+        assert self._threads is not None
+        async with self.limiter:
+            return await _await_future(self._threads.submit(call_in_worker, fn, *args))
+
+
+async def _await_future(future: Future[T]) -> T:
+    """Wait for a `concurrent.futures` future without a thread; on cancel, abandon it."""
+    token = trio.lowlevel.current_trio_token()
+    done = trio.Event()
+
+    def wake(_: Future[T]) -> None:
+        try:
+            token.run_sync_soon(done.set)
+        except trio.RunFinishedError:  # we were cancelled and the run ended: nobody is waiting
+            pass
+
+    future.add_done_callback(wake)
+    try:
+        await done.wait()
+    finally:
+        future.cancel()  # a no-op once running; drops it if still queued
+    return future.result()
+
+
+def default_workers() -> int:
+    """One worker per CPU this process may use."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@asynccontextmanager
+async def open_rego_pool(
+    backend_name: str,
+    *,
+    workers: int | None = None,
+    timeout: float = DEFAULT_EVALUATION_TIMEOUT,
+    isolation: Isolation = "process",
+) -> AsyncIterator[RegoPool]:
+    """Open a pool of `workers` (default: CPU count) evaluating with the named backend.
+
+    The backend is resolved here, so an unknown or missing engine fails at startup, not at the first
+    event. On exit, process workers are shut down (killed after `WORKER_GRACE_PERIOD`).
+    """
+    get_backend(backend_name)  # fail fast: UnknownBackendError
+    if isolation not in ("process", "thread"):
+        raise ValueError(f"isolation must be 'process' or 'thread', not {isolation!r}")
+    workers = workers or default_workers()
+    limiter = trio.CapacityLimiter(workers)
+    if isolation == "thread":
+        # Our own (non-daemon) threads: when the pool closes they exit normally, so each drops its
+        # compiled queries on its own thread (regorus panics if an engine is dropped elsewhere).
+        threads = ThreadPoolExecutor(workers, thread_name_prefix="rego")
+        try:
+            yield RegoPool(backend_name, timeout, isolation, limiter, threads=threads)
+        finally:
+            threads.shutdown(wait=False, cancel_futures=True)
+        return
+    async with trio_parallel.open_worker_context(
+        idle_timeout=WORKER_IDLE_TIMEOUT, grace_period=WORKER_GRACE_PERIOD
+    ) as context:
+        yield RegoPool(backend_name, timeout, isolation, limiter, context=context)
+
+
+__all__ = [
+    "DEFAULT_EVALUATION_TIMEOUT",
+    "PoolStats",
+    "QuerySpec",
+    "RegoCompileError",
+    "RegoPool",
+    "call_in_worker",
+    "open_rego_pool",
+]

@@ -1,0 +1,324 @@
+"""Templates -> content: what a route hands its actions (Postee 2.x semantics).
+
+A `templates:` entry names a Rego source three ways, in precedence order: an inline `body`, a `url`
+fetched once at load time, or a `rego-package` from the template library. A package template is
+evaluated as `data.<package>`; a body/url module is loaded with the library's common helpers, `data`
+is evaluated and the first object with a `result` key is the template's output. That output must
+have `title` and `result`; any non-string value is written as Go's `json.Marshal` would, because that
+is what Postee users see and diff.
+
+Before evaluation the event gets `postee: {"AquaServer": <aqua-server or "">}`, as Postee does, so
+templates can link back to the console.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import httpx
+
+from postee.rego import gojson
+from postee.rego.engine import UNDEFINED, RegoCompileError, RegoError, RegoEvalError
+from postee.rego.library import TemplateLibrary, TemplateLibraryError
+from postee.rego.pool import QuerySpec, RegoPool
+
+URL_FETCH_TIMEOUT = 30.0
+"""Seconds to fetch a `url:` template at load time."""
+
+OWNERS_KEY = "application_scope_owners"
+OWNERS_SEPARATOR = ";"
+
+# Template output key -> content key; title and result are required, the rest default to "".
+_OPTIONAL_FIELDS = (
+    ("url", "url"),
+    ("result_date", "date"),
+    ("result_severity", "severity"),
+    ("result_summary", "summary"),
+    ("result_category", "category"),
+    ("result_subcategory", "subcategory"),
+    ("result_assigned_to", "assignedTo"),
+    ("result_assigned_group", "assignedGroup"),
+)
+
+SAMPLE_EVENT: Mapping[str, Any] = {
+    "image": "sample/image:latest",
+    "registry": "sample-registry",
+    "vulnerability_summary": {"critical": 0, "high": 0, "medium": 0, "low": 0, "negligible": 0},
+    "resources": [],
+}
+"""A small Aqua-scan-like event used at load time to check a template yields `title` and `result`."""
+
+
+class TemplateError(RegoError):
+    """A template cannot be loaded, or its output is unusable. The message names the template."""
+
+
+@attrs.frozen
+class TemplateSpec:
+    """A `templates:` entry of the config (only the fields rendering needs)."""
+
+    name: str
+    rego_package: str | None = None
+    body: str | None = None
+    url: str | None = None
+
+
+@attrs.frozen
+class Template:
+    """A loaded template: the query to evaluate and how to read its output."""
+
+    name: str
+    origin: str  # for messages: "rego-package postee.vuls.html", "body", "url https://..."
+    spec: QuerySpec
+    search_result: bool  # body/url: find the first object with a `result` key in `data`
+
+
+@attrs.frozen
+class Content:
+    """The rendered message handed to actions (Postee's content map)."""
+
+    title: str
+    description: str
+    url: str = ""
+    date: str = ""
+    severity: str = ""
+    summary: str = ""
+    category: str = ""
+    subcategory: str = ""
+    assigned_to: str = ""
+    assigned_group: str = ""
+    owners: str | None = None
+    aggregation_pkg: str | None = attrs.field(default=None, eq=False)
+
+    def as_map(self) -> dict[str, str]:
+        """Postee's key names; `owners` only when the event named owners."""
+        content = {
+            "title": self.title,
+            "description": self.description,
+            "url": self.url,
+            "date": self.date,
+            "severity": self.severity,
+            "summary": self.summary,
+            "category": self.category,
+            "subcategory": self.subcategory,
+            "assignedTo": self.assigned_to,
+            "assignedGroup": self.assigned_group,
+        }
+        if self.owners is not None:
+            content["owners"] = self.owners
+        return content
+
+
+@attrs.frozen
+class AggregatedContent:
+    """What an aggregation package produces from several contents."""
+
+    title: str
+    description: str
+    url: str = ""
+
+    def as_map(self) -> dict[str, str]:
+        return {"title": self.title, "description": self.description, "url": self.url}
+
+
+def as_text(value: Any) -> str:
+    """A template field as text: strings as they are, anything else as Go's `json.Marshal`."""
+    if isinstance(value, str):
+        return value
+    return gojson.marshal(value)
+
+
+def find_result_object(value: Any) -> dict[str, Any] | None:
+    """The first object (depth first, keys in sorted order) that has a `result` key."""
+    if not isinstance(value, dict):
+        return None
+    if "result" in value:
+        return value
+    for key in sorted(value):
+        found = find_result_object(value[key])
+        if found is not None:
+            return found
+    return None
+
+
+def augment_event(event: Mapping[str, Any], aqua_server: str = "") -> dict[str, Any]:
+    """The event as templates see it: with `postee.AquaServer` (Postee adds it too)."""
+    augmented = dict(event)
+    augmented["postee"] = {"AquaServer": aqua_server or ""}
+    return augmented
+
+
+async def fetch_template(url: str, client: httpx.AsyncClient | None = None) -> str:
+    """Download a `url:` template once (status > 399 is an error, like Postee)."""
+    try:
+        if client is None:
+            async with httpx.AsyncClient(timeout=URL_FETCH_TIMEOUT, follow_redirects=True) as own:
+                response = await own.get(url)
+        else:
+            response = await client.get(url)
+    except httpx.HTTPError as exc:
+        raise TemplateError(f"cannot fetch template from {url}: {exc}") from None
+    if response.status_code > 399:
+        raise TemplateError(f"cannot fetch template from {url}: HTTP {response.status_code}")
+    return response.text
+
+
+async def load_template(
+    spec: TemplateSpec,
+    library: TemplateLibrary,
+    client: httpx.AsyncClient | None = None,
+) -> Template:
+    """Resolve a `templates:` entry into a query (body > url > rego-package, like Postee)."""
+    if spec.body:
+        modules = library.with_common(f"template-{spec.name}.rego", spec.body)
+        return Template(spec.name, "body", QuerySpec.build(modules, "data"), True)
+    if spec.url:
+        source = await fetch_template(spec.url, client)
+        modules = library.with_common(spec.url, source)
+        return Template(spec.name, f"url {spec.url}", QuerySpec.build(modules, "data"), True)
+    if spec.rego_package:
+        try:
+            modules = library.modules_for(spec.rego_package)
+        except TemplateLibraryError as exc:
+            raise TemplateError(f"template {spec.name!r}: {exc}") from None
+        query = QuerySpec.build(modules, f"data.{spec.rego_package}")
+        return Template(spec.name, f"rego-package {spec.rego_package}", query, False)
+    raise TemplateError(f"template {spec.name!r}: needs one of body, url or rego-package")
+
+
+def package_template(package: str, library: TemplateLibrary) -> Template:
+    """A template for a library package (what `rego-package: P` loads)."""
+    try:
+        modules = library.modules_for(package)
+    except TemplateLibraryError as exc:
+        raise TemplateError(str(exc)) from None
+    return Template(package, f"rego-package {package}", QuerySpec.build(modules, f"data.{package}"), False)
+
+
+def _output_of(template: Template, value: Any) -> dict[str, Any]:
+    if template.search_result:
+        value = find_result_object(value)
+    if not isinstance(value, dict):
+        raise TemplateError(
+            f"template {template.name!r} ({template.origin}) produced no object"
+            + (" with a 'result' key" if template.search_result else "")
+        )
+    missing = [key for key in ("title", "result") if key not in value]
+    if missing:
+        raise TemplateError(f"template {template.name!r} ({template.origin}) produced no {' and no '.join(missing)}")
+    return value
+
+
+def owners_of(event: Mapping[str, Any]) -> str | None:
+    """`application_scope_owners` joined with ';' (None when the event has none)."""
+    owners = event.get(OWNERS_KEY)
+    if owners is None:
+        return None
+    if isinstance(owners, list):
+        return OWNERS_SEPARATOR.join(o if isinstance(o, str) else as_text(o) for o in owners)
+    return as_text(owners)
+
+
+async def _evaluate(pool: RegoPool, template: Template, input_value: Any) -> dict[str, Any]:
+    input_json = json.dumps(input_value, ensure_ascii=False)
+    try:
+        value = await pool.evaluate(template.spec, input_json)
+    except RegoCompileError as exc:
+        raise TemplateError(f"template {template.name!r} ({template.origin}): {exc}") from None
+    except RegoEvalError as exc:
+        raise TemplateError(f"template {template.name!r} ({template.origin}): {exc}") from None
+    if value is UNDEFINED:
+        value = None
+    return _output_of(template, value)
+
+
+async def render(pool: RegoPool, template: Template, event: Mapping[str, Any], aqua_server: str = "") -> Content:
+    """Evaluate `template` on `event` and build the content map; raises `TemplateError`."""
+    output = await _evaluate(pool, template, augment_event(event, aqua_server))
+    fields = {attr: as_text(output[key]) if key in output else "" for key, attr in _OPTIONAL_FIELDS}
+    aggregation_pkg = output.get("aggregation_pkg")
+    return Content(
+        title=as_text(output["title"]),
+        description=as_text(output["result"]),
+        url=fields["url"],
+        date=fields["date"],
+        severity=fields["severity"],
+        summary=fields["summary"],
+        category=fields["category"],
+        subcategory=fields["subcategory"],
+        assigned_to=fields["assignedTo"],
+        assigned_group=fields["assignedGroup"],
+        owners=owners_of(event),
+        aggregation_pkg=aggregation_pkg if isinstance(aggregation_pkg, str) and aggregation_pkg else None,
+    )
+
+
+def aggregation_item(content: Content) -> dict[str, Any]:
+    """One input item of an aggregation package (description parsed when it is a JSON array)."""
+    description: Any = content.description
+    if description.lstrip().startswith("["):
+        try:
+            parsed = json.loads(description)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, list):
+            description = parsed
+    content_map = content.as_map()
+    content_map.pop("owners", None)
+    content_map["description"] = description
+    return content_map
+
+
+async def aggregate(
+    pool: RegoPool, aggregation_pkg: str, library: TemplateLibrary, contents: Sequence[Content]
+) -> AggregatedContent:
+    """Render several contents through an aggregation package into one message.
+
+    Postee prepends one `null` per item to the input array (a `make` + `append` slip); we do not.
+    """
+    return await aggregate_items(pool, aggregation_pkg, library, [aggregation_item(c) for c in contents])
+
+
+async def aggregate_items(
+    pool: RegoPool, aggregation_pkg: str, library: TemplateLibrary, items: Sequence[Mapping[str, Any]]
+) -> AggregatedContent:
+    """Like `aggregate`, from items already in aggregation form (as queued in the store)."""
+    template = package_template(aggregation_pkg, library)
+    output = await _evaluate(pool, template, list(items))
+    return AggregatedContent(
+        title=as_text(output["title"]),
+        description=as_text(output["result"]),
+        url=as_text(output["url"]) if "url" in output else "",
+    )
+
+
+async def check_template(pool: RegoPool, template: Template, sample_event: Mapping[str, Any] | None = None) -> None:
+    """Load-time validation: the template compiles, and yields `title` and `result` on a sample event.
+
+    Raises `TemplateError` naming the template and the problem.
+    """
+    try:
+        await pool.compile(template.spec)
+    except RegoCompileError as exc:
+        raise TemplateError(f"template {template.name!r} ({template.origin}): {exc}") from None
+    event = SAMPLE_EVENT if sample_event is None else sample_event
+    try:
+        await render(pool, template, event)
+    except TemplateError as exc:
+        raise TemplateError(f"{exc} on a sample event") from None
+
+
+async def check_templates(
+    pool: RegoPool, templates: Sequence[Template], sample_event: Mapping[str, Any] | None = None
+) -> list[TemplateError]:
+    """Validate every template (see `check_template`); returns all problems, not just the first."""
+    problems: list[TemplateError] = []
+    for template in templates:
+        try:
+            await check_template(pool, template, sample_event)
+        except TemplateError as exc:
+            problems.append(exc)
+    return problems

@@ -1,0 +1,142 @@
+"""Route rules: does this event belong to this route? (Postee 2.x semantics.)
+
+A route's `input:` text is the body of an `allow` rule, wrapped verbatim in a `package postee`
+module with `default allow = false`; `input-files:` name whole `package postee` modules under
+`REGO_FILTERS_PATH` whose `allow` rules are OR-ed (Rego merges rules of the same name across files).
+Files take precedence over inline text; neither means "everything matches". Only the boolean `true`
+matches, and only a JSON object can match, exactly as Postee decides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from postee.rego.engine import RegoCompileError, RegoEvalError
+from postee.rego.pool import QuerySpec, RegoPool
+
+ENV_FILTERS_PATH = "REGO_FILTERS_PATH"
+DEFAULT_FILTERS_PATH = "./rego-filters"
+RULE_QUERY = "data.postee.allow"
+
+_INLINE_HEAD = "package postee\n\ndefault allow = false\n\nallow {\n"
+_INLINE_TAIL = "\n}\n"
+INLINE_LINE_OFFSET = _INLINE_HEAD.count("\n")
+"""Lines the wrapper adds before the user's text: a compile error on module line N is user line
+N - INLINE_LINE_OFFSET."""
+
+
+# Evaluation errors that point into a module read "<file>:<line>: <message>".
+_LOCATED_MESSAGE = re.compile(r"^(?P<file>[^:\n]+):(?P<line>\d+):\s*(?P<message>.*)$", re.DOTALL)
+
+
+def wrap_inline(text: str) -> str:
+    """Postee's wrapper around a route's `input:` text (verbatim, so line numbers map back)."""
+    return _INLINE_HEAD + text + _INLINE_TAIL
+
+
+def filters_path() -> str:
+    return os.environ.get(ENV_FILTERS_PATH) or DEFAULT_FILTERS_PATH
+
+
+def resolve_filter_file(name: str, base: str | None = None) -> str:
+    """Where Postee looks for an `input-files` entry: joined onto the filters path unless it already
+    starts with it (Go's `filepath.Join` cleans the result, so `./rego-filters/x` -> `rego-filters/x`).
+    """
+    base = base if base is not None else filters_path()
+    if name.startswith(base):
+        return name
+    return os.path.normpath(os.path.join(base, name))
+
+
+@attrs.frozen
+class RouteRule:
+    """A route's compiled-on-demand rule; `spec` is None when the route takes every event."""
+
+    route: str
+    spec: QuerySpec | None
+    inline_name: str | None = None  # module name of the wrapped `input:` text, for error mapping
+    inline_lines: int = 0
+
+    @property
+    def matches_all(self) -> bool:
+        return self.spec is None
+
+    async def check(self, pool: RegoPool) -> None:
+        """Load-time validation: compile the rule and evaluate it once on `{}`.
+
+        The trial evaluation matters because some engines (regorus) check rule safety lazily, when
+        a query first reaches the rule. Errors name the route, the file and the user's line.
+        """
+        if self.spec is None:
+            return
+        try:
+            await pool.compile(self.spec)
+            await pool.evaluate(self.spec, "{}")
+        except RegoCompileError as exc:
+            raise self._located(exc) from None
+        except RegoEvalError as exc:
+            match = _LOCATED_MESSAGE.match(exc.message)
+            if match is None:
+                raise RegoCompileError(f"route {self.route!r}: {exc.message}") from None
+            located = RegoCompileError(match["message"], match["file"], int(match["line"]))
+            raise self._located(located) from None
+
+    async def matches(self, pool: RegoPool, event: Any, event_json: str | None = None) -> bool:
+        """True when the rule allows `event` (a parsed JSON value; `event_json` its text, if known)."""
+        if not isinstance(event, dict):
+            return False
+        if self.spec is None:
+            return True
+        if event_json is None:
+            event_json = json.dumps(event, ensure_ascii=False)
+        try:
+            value = await pool.evaluate(self.spec, event_json)
+        except RegoCompileError as exc:
+            raise self._located(exc) from None
+        return value is True
+
+    def _located(self, exc: RegoCompileError) -> RegoCompileError:
+        """Name the route, and map a line in the wrapped inline rule back to the user's `input:`."""
+        if self.inline_name is not None and exc.file in (self.inline_name, None):
+            line = exc.line
+            if line is not None:
+                # Errors on the wrapper's closing brace (an unfinished expression) land on the last line.
+                line = min(max(1, line - INLINE_LINE_OFFSET), self.inline_lines)
+            return RegoCompileError(f"input: {exc.message}", f"route {self.route!r}", line)
+        return RegoCompileError(f"route {self.route!r}: {exc.message}", exc.file, exc.line)
+
+
+def build_rule(
+    route: str,
+    input_text: str | None = None,
+    input_files: Sequence[str] | None = None,
+    *,
+    base: str | None = None,
+) -> RouteRule:
+    """Build a route's rule from its `input` / `input-files` (files win, like Postee).
+
+    Reads the filter files now, so a missing file fails at load time with its path.
+    """
+    if input_files:
+        modules: dict[str, str] = {}
+        for name in input_files:
+            path = resolve_filter_file(name, base)
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    modules[path] = fh.read()
+            except OSError as exc:
+                raise RegoCompileError(
+                    f"route {route!r}: cannot read input-files entry {name!r}: {exc.strerror}", path
+                ) from None
+        return RouteRule(route, QuerySpec.build(modules, RULE_QUERY))
+    if input_text is None or not input_text.strip():
+        return RouteRule(route, None)
+    inline_name = f"route-{route}.rego"
+    spec = QuerySpec.build({inline_name: wrap_inline(input_text)}, RULE_QUERY)
+    return RouteRule(route, spec, inline_name, max(1, len(input_text.splitlines())))

@@ -1,0 +1,1 @@
+"""Roles: standalone, controller, runner — which actors run and how they are wired."""

@@ -1,0 +1,35 @@
+"""Durable state of a Postee node in one SQLite file.
+
+Dedup keys with expiry (per route), aggregation queues, action counters, the `/reload` API key,
+processed event ids, the runner outbox and small settings; maintenance expires and evicts. All
+SQLite work runs in a worker thread, one at a time per store (see `postee.store.sqlite`).
+
+    async with open_store(db_path_from_env()) as store:
+        if not await store.dedup_seen(route, key, ttl_seconds=3600, now=time.time()):
+            ...
+"""
+
+from postee.store.errors import StoreClosed, StoreCorrupt, StoreError
+from postee.store.maintenance import DEFAULT_VERIFY_INTERVAL, serve_maintenance
+from postee.store.paths import DEFAULT_DB_PATH, PATH_ENV_VAR, db_path_from_env
+from postee.store.records import MaintenanceReport, OutboxItem, PendingQueue
+from postee.store.schema import MIGRATIONS, SCHEMA_VERSION
+from postee.store.sqlite import Store, open_store
+
+__all__ = [
+    "DEFAULT_DB_PATH",
+    "DEFAULT_VERIFY_INTERVAL",
+    "MIGRATIONS",
+    "PATH_ENV_VAR",
+    "SCHEMA_VERSION",
+    "MaintenanceReport",
+    "OutboxItem",
+    "PendingQueue",
+    "Store",
+    "StoreClosed",
+    "StoreCorrupt",
+    "StoreError",
+    "db_path_from_env",
+    "open_store",
+    "serve_maintenance",
+]

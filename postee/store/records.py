@@ -1,0 +1,52 @@
+"""Plain data returned by the store: what a caller reads back, never a live database row."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import attrs
+
+
+@attrs.frozen
+class OutboxItem:
+    """A message kept until the upstream acknowledges it (see `Store.outbox_add`)."""
+
+    id: int
+    subject: str
+    payload: bytes
+    headers: dict[str, str]
+    created: float
+    """Wall-clock time (epoch seconds) at which it was added."""
+
+
+class PendingQueue(NamedTuple):
+    """One non-empty aggregation queue, as listed by `Store.aggregation_pending`.
+
+    A tuple rather than an attrs class so callers can unpack `(route, action, count, oldest_ts)`
+    directly, which is how the aggregation timer walks the list.
+    """
+
+    route: str
+    action: str
+    count: int
+    oldest_ts: float
+
+
+@attrs.frozen
+class MaintenanceReport:
+    """What one maintenance pass did, for the log line and the metrics."""
+
+    expired: int = 0
+    """Dedup keys deleted because their timeout had passed."""
+    evicted: int = 0
+    """Unexpired dedup keys deleted (oldest first) because the database was over its size limit."""
+    processed_pruned: int = 0
+    """Processed event ids older than the retention period deleted."""
+    size_before: int = 0
+    """Database size in bytes (`page_count * page_size` after a WAL checkpoint) at the start."""
+    size_after: int = 0
+    """Database size in bytes at the end."""
+    vacuumed: bool = False
+    """Whether the file was rewritten (VACUUM) to give the freed pages back to the filesystem."""
+    over_limit: bool = False
+    """Still over the limit at the end: nothing evictable is left (queues and outbox are never evicted)."""

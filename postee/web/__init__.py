@@ -1,0 +1,1 @@
+"""HTTP: the webhook and admin endpoints (ASGI), served by hypercorn's Trio worker."""

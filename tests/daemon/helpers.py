@@ -1,0 +1,67 @@
+"""Run a real Node (HTTP on 127.0.0.1 port 0, SQLite in tmp_path) inside the test's Trio run."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from postee.roles.node import Node, NodeOptions
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+COMPAT = FIXTURES / "compat"
+
+
+def event_bytes(name: str) -> bytes:
+    """A fixture event: `compat/inputs/<name>` or `events/<name>`."""
+    for folder in (COMPAT / "inputs", FIXTURES / "events"):
+        path = folder / name
+        if path.exists():
+            return path.read_bytes()
+    raise FileNotFoundError(name)
+
+
+@asynccontextmanager
+async def running_node(
+    tmp_path: Path,
+    cfg_text: str,
+    *,
+    engine: str = "regorus",
+    isolation: str = "thread",
+    environ: dict[str, str] | None = None,
+    **options: Any,
+) -> AsyncIterator[tuple[Node, httpx.AsyncClient]]:
+    """A started Node and an HTTP client pointed at it; stopped (gracefully) on exit."""
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(cfg_text)
+    env = {"PATH": os.environ.get("PATH", "")} | (environ or {})
+    node = Node(
+        NodeOptions(
+            cfgfile=str(cfg),
+            http_bind="127.0.0.1:0",
+            https_bind=options.pop("https_bind", None),
+            db_path=str(tmp_path / "db" / "webhooks.db"),
+            rego_engine=engine,
+            rego_isolation=isolation,
+            rego_workers=2,
+            stop_grace=options.pop("stop_grace", 5.0),
+            environ=env,
+            **options,
+        )
+    )
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(30):
+            await nursery.start(node.run)
+        base = node.urls[0]
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            try:
+                yield node, client
+            finally:
+                node.request_stop()
+                with trio.fail_after(30):
+                    await node.stopped.wait()
