@@ -3,6 +3,7 @@
 It imports nothing from the application; see `actors/README.md`.
 """
 
+from actors._groups import one_error
 from actors.actor import Actor
 from actors.ask import DEFAULT_ASK_TIMEOUT, Reply, ask
 from actors.errors import (
@@ -11,6 +12,7 @@ from actors.errors import (
     MailboxClosed,
     NoResponders,
     SupervisorGaveUp,
+    TransportAuthError,
     TransportError,
     TransportTimeout,
     TransportUnavailable,
@@ -45,8 +47,10 @@ __all__ = [
     "SupervisorEvent",
     "SupervisorGaveUp",
     "Transport",
+    "TransportAuthError",
     "TransportError",
     "TransportTimeout",
     "TransportUnavailable",
     "ask",
+    "one_error",
 ]

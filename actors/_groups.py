@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import trio
 
 
@@ -22,8 +25,16 @@ def unwrap(exc: BaseException) -> BaseException:
     cancels its siblings, and their `Cancelled` rides along in the group.
     """
     found = [e for e in leaves(exc) if not isinstance(e, trio.Cancelled)]
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        return exc
-    return exc
+    return found[0] if len(found) == 1 else exc
+
+
+@contextmanager
+def one_error() -> Iterator[None]:
+    """Re-raise an exception group holding one real error as that error (the public boundary rule)."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        single = unwrap(group)
+        if single is group:
+            raise
+        raise single from single.__cause__

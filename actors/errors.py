@@ -46,3 +46,7 @@ class NoResponders(TransportError):
 
 class TransportUnavailable(TransportError):
     """The transport is disconnected (the bus is down or this client was cut off)."""
+
+
+class TransportAuthError(TransportError):
+    """The bus refused our credentials or TLS identity: retrying will not help, tell the user."""

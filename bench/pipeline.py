@@ -18,7 +18,12 @@ http action's `body-content` carries back to the sink. Phases, per engine:
   sent -> arrival at the sink, p50 and p99 over the 3 requests per event.
 - **overload**: daemon VmRSS before, and after a burst at `--burst-factor` x the measured throughput
   for `--burst-seconds` over `--burst-connections` connections with no retry, once the daemon has
-  drained (every mailbox empty in `/metrics`, every accepted event delivered); also VmHWM (peak).
+  drained (every mailbox empty in `/metrics`, every accepted event delivered); also VmHWM (peak), the
+  503s, and how much of the growth is the `/events` ring of the last 1000 events filling up.
+  `--bursts 2` repeats it: memory retained from the first peak is not a leak if the second adds none.
+
+It also reports CPU ms per event over the throughput phase (from /proc) for the daemon's main
+process, its Rego workers, the load generator and the sink: the cores are shared by all of them.
 
 The machines are shared and noisy: only ratios within one run mean anything. Everything waits with
 a timeout, and every process started here is killed on the way out.
@@ -52,6 +57,7 @@ RULES = {
 }
 BODY = "sent=event.input.sent_at id=event.input.seq"
 WORKERS = 2
+RECENT_EVENTS = 1000  # the daemon keeps the last 1000 events for GET /events (postee.pipeline.events)
 WARMUP_EVENTS = 8
 RETRY_PAUSE = 0.05  # seconds before re-sending an event answered 503 (throughput and latency phases)
 
@@ -132,13 +138,14 @@ def load_main(url: str, plan: dict[str, Any], result_queue: Any) -> None:
     base = json.loads(EVENT_FILE.read_text())
     count, seq0 = plan["events"], plan["seq0"]
     rate, retry, concurrency = plan["rate"], plan["retry"], plan["concurrency"]
-    stats = {"200": 0, "503": 0, "other": 0, "errors": 0, "first": None, "last": None, "accepted": []}
+    stats = {"200": 0, "503": 0, "other": 0, "errors": 0, "first": None, "last": None, "accepted": [],
+             "answer_ms": []}
 
     async def main() -> None:
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
             next_index = 0
-            t0 = time.monotonic()
+            t0 = trio.current_time()  # trio's clock: sleep_until reads it (not time.monotonic)
 
             async def worker() -> None:
                 nonlocal next_index
@@ -159,6 +166,7 @@ def load_main(url: str, plan: dict[str, Any], result_queue: Any) -> None:
                             break
                         if response.status_code == 200:
                             stats["200"] += 1
+                            stats["answer_ms"].append((time.monotonic() - event["sent_at"]) * 1000)
                             stats["accepted"].append(seq0 + i)
                         elif response.status_code == 503:
                             stats["503"] += 1
@@ -175,6 +183,7 @@ def load_main(url: str, plan: dict[str, Any], result_queue: Any) -> None:
                     nursery.start_soon(worker)
 
     trio.run(main)
+    stats["cpu"] = sum(os.times()[:2])
     result_queue.put(stats)
 
 
@@ -335,6 +344,55 @@ class Daemon:
             self.log.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def workers_of(pid: int) -> list[int]:
+    """The daemon's Rego worker processes (spawned children; not multiprocessing's resource tracker)."""
+    pids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        pids += [int(child) for child in task.read_text().split()]
+    return [p for p in pids if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+def ring_bytes_per_event() -> float:
+    """Memory one event holds in the daemon's `/events` ring (its text and its parsed body)."""
+    import tracemalloc
+
+    from postee.pipeline.events import parse_event
+
+    raw = EVENT_FILE.read_bytes()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    kept = [parse_event(raw) for _ in range(100)]
+    size = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+    tracemalloc.stop()
+    return size
+
+
+class CpuMeter:
+    """CPU seconds used by the daemon's main process, by its Rego workers and by the sink over a phase."""
+
+    def __init__(self, daemon_pid: int, sink_pid: int) -> None:
+        self.daemon_pid, self.sink_pid = daemon_pid, sink_pid
+        self.workers = workers_of(daemon_pid)
+        self.start = self._sample()
+
+    def _sample(self) -> tuple[float, float, float]:
+        return (cpu_seconds(self.daemon_pid), sum(cpu_seconds(pid) for pid in self.workers),
+                cpu_seconds(self.sink_pid))
+
+    def used(self) -> tuple[float, float, float]:
+        end = self._sample()
+        return tuple(b - a for a, b in zip(self.start, end, strict=True))  # type: ignore[return-value]
+
+
 # --- phases ---------------------------------------------------------------------------------------
 
 def wait_for_arrivals(client: Any, sink: str, expected: int, timeout: float = PHASE_TIMEOUT) -> None:
@@ -351,7 +409,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def bench_engine(engine: str, args: argparse.Namespace, sink: str, sink_port: int, workdir: Path) -> dict[str, Any]:
+def bench_engine(
+    engine: str, args: argparse.Namespace, sink: str, sink_port: int, sink_pid: int, workdir: Path
+) -> dict[str, Any]:
     import httpx
 
     result: dict[str, Any] = {"engine": engine}
@@ -372,9 +432,14 @@ def bench_engine(engine: str, args: argparse.Namespace, sink: str, sink_port: in
             print(f"[{engine}] throughput: {args.events} events over {args.concurrency} connections ...",
                   flush=True)
             client.get(f"{sink}/_reset")
+            meter = CpuMeter(daemon.process.pid, sink_pid)
             load = run_load(daemon.url, events=args.events, seq0=0, concurrency=args.concurrency, rate=None,
                             retry=True)
             wait_for_arrivals(client, sink, routes * args.events)
+            main_cpu, workers_cpu, sink_cpu = meter.used()
+            result["cpu_ms"] = {"daemon main": main_cpu, f"{len(meter.workers)} Rego workers": workers_cpu,
+                                "load generator": load["cpu"], "sink": sink_cpu}
+            result["cpu_ms"] = {k: v * 1000 / args.events for k, v in result["cpu_ms"].items()}
             arrivals = json.loads(client.get(f"{sink}/_records").text)
             last = max(a[0] for a in arrivals)
             result["throughput"] = args.events / (last - load["first"])
@@ -394,27 +459,35 @@ def bench_engine(engine: str, args: argparse.Namespace, sink: str, sink_port: in
             result["p50"] = percentile(latencies, 0.50)
             result["p99"] = percentile(latencies, 0.99)
             result["latency_503"] = load["503"]
+            result["answer_p50"] = percentile(load["answer_ms"], 0.50)
+            result["answer_p99"] = percentile(load["answer_ms"], 0.99)
 
             settle(daemon, client, sink, routes * args.latency_events)
             result["rss_before"] = daemon.status("VmRSS")
+            in_ring = min(RECENT_EVENTS, WARMUP_EVENTS + args.events + args.latency_events)
             burst_rate = args.burst_factor * result["throughput"]
             burst_events = max(1, round(burst_rate * args.burst_seconds))
-            print(f"[{engine}] overload: {burst_events} events at {burst_rate:.0f}/s over "
-                  f"{args.burst_connections} connections, no retry ...", flush=True)
-            client.get(f"{sink}/_reset")
-            load = run_load(daemon.url, events=burst_events, seq0=2_000_000, concurrency=args.burst_connections,
-                            rate=burst_rate, retry=False)
-            result["burst_events"] = burst_events
             result["burst_rate"] = burst_rate
-            result["burst_sent_rate"] = burst_events / max(1e-9, load["last"] - load["first"])
-            result["burst_200"], result["burst_503"] = load["200"], load["503"]
-            result["burst_errors"] = load["errors"] + load["other"]
-            result["rss_burst_end"] = daemon.status("VmRSS")
-            drain_start = time.monotonic()
-            settle(daemon, client, sink, routes * load["200"], SETTLE_TIMEOUT)
-            result["drain_seconds"] = time.monotonic() - drain_start
-            result["rss_after"] = daemon.status("VmRSS")
-            result["rss_peak"] = daemon.status("VmHWM")
+            result["burst_events"] = burst_events
+            result["bursts"] = []
+            for burst in range(args.bursts):
+                print(f"[{engine}] overload {burst + 1}/{args.bursts}: {burst_events} events at {burst_rate:.0f}/s "
+                      f"over {args.burst_connections} connections, no retry ...", flush=True)
+                client.get(f"{sink}/_reset")
+                load = run_load(daemon.url, events=burst_events, seq0=2_000_000 * (burst + 1),
+                                concurrency=args.burst_connections, rate=burst_rate, retry=False)
+                rss_end = daemon.status("VmRSS")
+                drain_start = time.monotonic()
+                settle(daemon, client, sink, routes * load["200"], SETTLE_TIMEOUT)
+                new_in_ring = min(RECENT_EVENTS, in_ring + load["200"]) - in_ring
+                in_ring += new_in_ring
+                result["bursts"].append({
+                    "sent_rate": burst_events / max(1e-9, load["last"] - load["first"]),
+                    "200": load["200"], "503": load["503"], "errors": load["errors"] + load["other"],
+                    "rss_end": rss_end, "drain": time.monotonic() - drain_start,
+                    "rss_after": daemon.status("VmRSS"), "rss_peak": daemon.status("VmHWM"),
+                    "ring_growth": new_in_ring * ring_bytes_per_event() / 1024,
+                })
     except Exception:
         print(f"[{engine}] daemon log tail:\n{daemon.tail()}", file=sys.stderr)
         raise
@@ -437,23 +510,31 @@ def settle(daemon: Daemon, client: Any, sink: str, expected: int, timeout: float
 def report(result: dict[str, Any]) -> None:
     r = result
     ratio = r["throughput"] / r["floor"]
-    rss_change = (r["rss_after"] - r["rss_before"]) / r["rss_before"] * 100
     rows = [
         ("pipeline events/s", f"{r['throughput']:.1f}",
          f"webhook intake {r['intake_rate']:.0f}/s, {r['throughput_503']} x 503 retried"),
         ("floor events/s (engine alone, 2 procs)", f"{r['floor']:.1f}", "3 rules + 1 render per event"),
         ("ratio pipeline / floor", f"{ratio:.2f}", "goal >= 0.8"),
+        ("floor CPU ms/event (2 procs x wall / N)", f"{2000 / r['floor']:.2f}", ""),
+        *((f"CPU ms/event, {name}", f"{value:.2f}", "throughput phase") for name, value in r["cpu_ms"].items()),
         ("latency p50 ms", f"{r['p50']:.1f}", f"paced at {r['latency_rate']:.1f} events/s"),
         ("latency p99 ms", f"{r['p99']:.1f}", f"{r['latency_503']} x 503 while paced"),
-        ("burst", f"{r['burst_events']} ev",
-         f"asked {r['burst_rate']:.0f}/s, sent {r['burst_sent_rate']:.0f}/s; "
-         f"{r['burst_200']} x 200, {r['burst_503']} x 503, {r['burst_errors']} errors"),
-        ("daemon VmRSS before MB", f"{r['rss_before'] / 1024:.1f}", ""),
-        ("daemon VmRSS at burst end MB", f"{r['rss_burst_end'] / 1024:.1f}", ""),
-        ("daemon VmRSS after drain MB", f"{r['rss_after'] / 1024:.1f}",
-         f"{rss_change:+.1f}% (goal within 10%), drained in {r['drain_seconds']:.1f}s"),
-        ("daemon VmHWM (peak) MB", f"{r['rss_peak'] / 1024:.1f}", ""),
+        ("webhook answer p50 / p99 ms", f"{r['answer_p50']:.1f}", f"/ {r['answer_p99']:.1f} (POST -> 200, same phase)"),
+        ("daemon VmRSS before the burst MB", f"{r['rss_before'] / 1024:.1f}", ""),
     ]
+    for i, b in enumerate(r["bursts"], 1):
+        change = (b["rss_after"] - r["rss_before"]) / r["rss_before"] * 100
+        rows += [
+            (f"burst {i}", f"{r['burst_events']} ev",
+             f"asked {r['burst_rate']:.0f}/s, sent {b['sent_rate']:.0f}/s; "
+             f"{b['200']} x 200, {b['503']} x 503, {b['errors']} errors"),
+            (f"burst {i}: VmRSS at burst end MB", f"{b['rss_end'] / 1024:.1f}", ""),
+            (f"burst {i}: VmRSS after drain MB", f"{b['rss_after'] / 1024:.1f}",
+             f"{change:+.1f}% vs before (goal within 10%), drained in {b['drain']:.1f}s; "
+             f"VmHWM {b['rss_peak'] / 1024:.1f}"),
+            (f"burst {i}: /events ring growth MB (est.)", f"{b['ring_growth'] / 1024:.1f}",
+             "accepted events newly kept in the ring of the last 1000"),
+        ]
     print()
     print(f"== {r['engine']} ==")
     width = max(len(name) for name, _, _ in rows)
@@ -469,8 +550,10 @@ def main() -> None:
     parser.add_argument("--latency-events", type=int, default=100)
     parser.add_argument("--latency-load", type=float, default=0.5, help="pace of the latency phase x throughput")
     parser.add_argument("--burst-factor", type=float, default=10.0, help="burst rate x throughput")
-    parser.add_argument("--burst-seconds", type=float, default=5.0)
+    parser.add_argument("--burst-seconds", type=float, default=8.0,
+                        help="at 10x usually more events than the intake queue (1000) and a route mailbox (256) hold")
     parser.add_argument("--burst-connections", type=int, default=64)
+    parser.add_argument("--bursts", type=int, default=1, help="bursts in a row (RSS after each: a leak grows)")
     args = parser.parse_args()
     engines = ["regopy", "regorus"] if args.engine == "both" else [args.engine]
 
@@ -486,7 +569,7 @@ def main() -> None:
             for engine in engines:
                 workdir = Path(tmp) / engine
                 workdir.mkdir()
-                results.append(bench_engine(engine, args, sink, sink_port, workdir))
+                results.append(bench_engine(engine, args, sink, sink_port, sink_process.pid, workdir))
     finally:
         sink_process.kill()
         sink_process.join(timeout=5)

@@ -36,12 +36,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rego-workers", type=int, default=None, help="Rego worker processes (default: CPU count)")
     parser.add_argument("--stop-grace", type=float, default=10.0,
                         help="seconds to drain queued events on shutdown (default 10)")
+    controller = parser.add_argument_group("controller mode")
+    controller.add_argument("--controller-mode", action="store_true", help="run as a controller")
+    controller.add_argument("--controller-url", default=None,
+                            help="controller: where its nats-server listens (default nats://0.0.0.0:4222); "
+                                 "runner: where to reach it")
+    controller.add_argument("--controller-ca-root", help="CA root: client certificates are required and verified")
+    controller.add_argument("--controller-tls-cert", help="TLS certificate of the controller's nats-server")
+    controller.add_argument("--controller-tls-key", help="TLS key of the controller's nats-server")
+    controller.add_argument("--controller-seed-file", help="NKeys seed file: its public key is the allowed user")
+    controller.add_argument("--nats-url", help="join this NATS server/cluster instead of starting one")
+    runner = parser.add_argument_group("runner mode")
+    runner.add_argument("--runner-name", help="run as a runner with this name (as in the config's runs-on)")
+    runner.add_argument("--runner-ca-root", "--runner-ca-cert", dest="runner_ca_root",
+                        help="CA root that signed the controller's certificate")
+    runner.add_argument("--runner-tls-cert", help="TLS client certificate")
+    runner.add_argument("--runner-tls-key", help="TLS client key")
+    runner.add_argument("--runner-seed-file", help="NKeys seed file")
     commands = cli_rego.add_subcommands(parser)
     check = commands.add_parser("check", help="validate a config file and print every problem")
     check.add_argument("--cfgfile", dest="check_cfgfile", help="config file (default: as the daemon's)")
     check.set_defaults(handler=run_check)
     apikey = commands.add_parser("apikey", help="print the key of GET /reload?key=...")
     apikey.set_defaults(handler=run_apikey)
+    seed = commands.add_parser("nkey-seed", help="write a new NKeys user seed for --controller/--runner-seed-file")
+    seed.add_argument("file", help="where to write the seed (created with mode 0600; must not exist)")
+    seed.set_defaults(handler=run_nkey_seed)
     return parser
 
 
@@ -105,15 +125,75 @@ def node_options(args: argparse.Namespace, environ: Mapping[str, str]):  # noqa:
     )
 
 
+def role_main(args: argparse.Namespace, options):  # noqa: ANN001, ANN201 - (NodeOptions) -> async callable
+    """The async entry point of the chosen role: standalone, controller or runner."""
+    from functools import partial
+
+    from postee.roles.node import Node
+
+    if args.controller_mode and args.runner_name:
+        raise UsageError("--controller-mode and --runner-name exclude each other: a node is one or the other")
+    if args.controller_mode:
+        from postee.roles.launch import LinkOptions, run_controller
+
+        link = LinkOptions(
+            url=args.controller_url or "nats://0.0.0.0:4222",
+            ca_root=args.controller_ca_root,
+            tls_cert=args.controller_tls_cert,
+            tls_key=args.controller_tls_key,
+            seed_file=args.controller_seed_file,
+            nats_url=args.nats_url,
+        )
+        return partial(run_controller, options, link)
+    if args.runner_name:
+        from postee.roles.launch import LinkOptions, run_runner
+
+        if not args.controller_url:
+            raise UsageError("--runner-name needs --controller-url (nats://HOST:PORT of the controller)")
+        link = LinkOptions(
+            url=args.controller_url,
+            ca_root=args.runner_ca_root,
+            tls_cert=args.runner_tls_cert,
+            tls_key=args.runner_tls_key,
+            seed_file=args.runner_seed_file,
+        )
+        return partial(run_runner, options, link, args.runner_name)
+    return Node(options).run
+
+
+class UsageError(Exception):
+    """Flags that do not go together."""
+
+
 def run_daemon(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from actors import ActorError, one_error
+    from postee.bus.server import NatsServerError
     from postee.config import ConfigError
     from postee.pipeline.build import PipelineError
-    from postee.roles.node import Node
+    from postee.roles.upstream import RunnerFatal
     from postee.store.errors import StoreError
 
     options = node_options(args, environ)
+
+    async def main() -> None:
+        with one_error():
+            await role()
+
     try:
-        trio.run(Node(options).run)
+        role = role_main(args, options)
+        trio.run(main)
+    except UsageError as exc:
+        print(f"postee: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except RunnerFatal as exc:
+        print(f"postee: runner {args.runner_name}: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except NatsServerError as exc:
+        print(f"postee: nats-server: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except ActorError as exc:
+        print(f"postee: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
     except ConfigError as exc:
         print(f"postee: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -191,6 +271,22 @@ def run_apikey(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"postee: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
+    return 0
+
+
+def run_nkey_seed(args: argparse.Namespace) -> int:
+    """`postee nkey-seed FILE`: a fresh seed, written privately; prints only the public key."""
+    from postee.bus.nkeys_util import new_user_seed, public_key_from_seed
+
+    seed = new_user_seed()
+    try:
+        fd = os.open(args.file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        print(f"postee: cannot create {args.file}: {exc.strerror}", file=sys.stderr)
+        return EXIT_RUNTIME
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(seed + b"\n")
+    print(f"wrote {args.file}; public key {public_key_from_seed(seed)}")
     return 0
 
 

@@ -61,6 +61,13 @@ class Metrics:
                                 registry=r)
         self.config_reloads = Counter("postee_config_reloads", "Config reloads", ["outcome"], registry=r)
         self.ready = Gauge("postee_ready", "1 when the daemon is ready to accept events", registry=r)
+        self.runner_events = Counter("postee_runner_events", "Events reported by runners", ["runner"], registry=r)
+        self.runner_executions = Counter("postee_runner_executions", "Action executions reported by runners",
+                                         ["runner", "action", "status"], registry=r)
+        self.runner_execution_seconds = Histogram("postee_runner_execution_seconds",
+                                                  "Duration of action executions on runners", ["runner"],
+                                                  buckets=SEND_BUCKETS, registry=r)
+        self.bus_connected = Gauge("postee_bus_connected", "1 while the controller/runner link is up", registry=r)
         self._mailboxes = _MailboxCollector()
         r.register(self._mailboxes)
 

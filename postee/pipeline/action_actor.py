@@ -12,6 +12,7 @@ in an action) does crash it, after answering the waiting route, and the supervis
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -116,7 +117,7 @@ class ActionActor(Actor[ActionJob]):
             self.metrics.action_sends.labels(action.name, action.spec.type.lower(), status).inc()
             self.metrics.action_duration.labels(action.name).observe(report.duration)
         if self.on_execution is not None:
-            self.on_execution(
+            reported = self.on_execution(
                 Execution(
                     action=action.name,
                     action_type=action.spec.type.lower(),
@@ -130,6 +131,8 @@ class ActionActor(Actor[ActionJob]):
                     output=report.output,
                 )
             )
+            if inspect.isawaitable(reported):
+                await reported
         if job.done is not None:
             job.done.send(report)
 

@@ -11,7 +11,7 @@ import collections
 import json
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -36,9 +36,6 @@ class Event:
     received_at: float
     source: str = SOURCE_WEBHOOK
 
-    def envelope(self) -> dict[str, Any]:
-        """The `/events` representation: the event plus where and when it came from."""
-        return {"id": self.id, "received_at": self.received_at, "source": self.source, "event": self.body}
 
 
 def new_event_id() -> str:
@@ -94,19 +91,25 @@ def _json_kind(value: Any) -> str:
 
 
 class RecentEvents:
-    """The last `capacity` events, oldest first; `to_json()` is always a valid JSON array."""
+    """The last `capacity` events, oldest first; `to_json()` is always a valid JSON array.
+
+    Only the event's JSON text is kept (not the parsed object, which takes several times the memory
+    of a large scan report), and the array is assembled from the texts when asked for.
+    """
 
     def __init__(self, capacity: int = RECENT_EVENTS) -> None:
-        self._events: collections.deque[Event] = collections.deque(maxlen=capacity)
+        self._events: collections.deque[tuple[str, float, str, str]] = collections.deque(maxlen=capacity)
 
     def add(self, event: Event) -> None:
-        self._events.append(event)
+        self._events.append((event.id, event.received_at, event.source, event.text))
 
     def __len__(self) -> int:
         return len(self._events)
 
-    def __iter__(self) -> Iterator[Event]:
-        return iter(list(self._events))
-
     def to_json(self) -> str:
-        return json.dumps([e.envelope() for e in list(self._events)], ensure_ascii=False)
+        parts = [
+            f'{{"id": {json.dumps(event_id)}, "received_at": {received_at!r}, "source": {json.dumps(source)}, '
+            f'"event": {text}}}'
+            for event_id, received_at, source, text in list(self._events)
+        ]
+        return "[" + ", ".join(parts) + "]"

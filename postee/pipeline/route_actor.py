@@ -1,8 +1,8 @@
 """RouteActor: one per route — rule, dedup, render, aggregate, hand over to the actions.
 
-A route handles its events one at a time, in arrival order, so what its actions receive is in
-the order the events came in. Rule evaluation and rendering run in the Rego worker pool, so
-routes work in parallel with each other while each stays ordered.
+A route prepares several events at once (rule and render run in the Rego worker pool) but
+finishes them one at a time in arrival order, so what its actions receive is in the order the
+events came in, while the workers stay busy.
 
 With `serialize-actions: true` the route also waits for each action to finish before starting
 the next one (in the route's list order) and before taking the next event: the strict order
@@ -37,7 +37,20 @@ from postee.rego.rules import RouteRule
 
 log = structlog.get_logger("postee.route")
 
-DEFAULT_ROUTE_MAILBOX = 256
+DEFAULT_ROUTE_MAILBOX = 64
+DEFAULT_ROUTE_WINDOW = 4
+"""Events a route prepares (rule + render) at the same time; they are finished in order."""
+
+
+class _Prepared:
+    """The result of preparing one event, filled in by its task; `done` is set when it is there."""
+
+    __slots__ = ("content", "done", "outcome")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.outcome: RouteOutcome | None = None
+        self.content: Content | None = None
 
 
 @attrs.frozen
@@ -88,6 +101,7 @@ class RouteActor(Actor[RouteJob]):
         actions: Sequence[ActionActor],
         services: RouteServices,
         capacity: int = DEFAULT_ROUTE_MAILBOX,
+        window: int = DEFAULT_ROUTE_WINDOW,
     ) -> None:
         super().__init__(name=f"route:{route.name}", capacity=capacity)
         self.route = route
@@ -95,42 +109,94 @@ class RouteActor(Actor[RouteJob]):
         self.template = template
         self.actions = list(actions)
         self.services = services
+        self.window = window
         self.matched = 0
         self.processed = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        """Prepare up to `window` events at once, finish them strictly in arrival order.
+
+        Preparing (the rule, then the render) is Rego work in the worker pool and is what takes
+        time; running several at once keeps every worker busy. Finishing (dedup, aggregation,
+        handing over to the actions) happens one event at a time in arrival order, so actions see
+        events in the order they came, and a serialized route stays serialized.
+        """
         timeout = self.route.plugins.aggregate_message_timeout
+        finished = trio.Event()
         async with trio.open_nursery() as nursery:
             if timeout > 0 and self.actions:
                 nursery.start_soon(self._flush_periodically, timeout)
-            await super().run(task_status=task_status)
+            send, receive = trio.open_memory_channel[tuple[RouteJob, _Prepared]](max(self.window - 1, 0))
+            nursery.start_soon(self._finish_in_order, receive, finished)
+            async with send:
+                task_status.started(self.address)
+                async for job in self.mailbox:
+                    prepared = _Prepared()
+                    nursery.start_soon(self._prepare_into, job.event, prepared)
+                    await send.send((job, prepared))
+            await finished.wait()
             nursery.cancel_scope.cancel()
 
-    async def handle(self, message: RouteJob) -> None:
+    async def _prepare_into(self, event: Event, prepared: _Prepared) -> None:
         try:
-            outcome = await self.process(message.event, wait=message.done is not None)
-        except Exception as exc:
-            if message.done is not None:
-                message.done.fail(exc)
-            raise
-        if message.done is not None:
-            message.done.send(outcome)
+            prepared.outcome, prepared.content = await self.prepare(event)
+        except Exception as exc:  # a bug: reported for this event, the route goes on
+            prepared.outcome = self._failed("internal", event, exc)
+        finally:
+            prepared.done.set()
+
+    async def _finish_in_order(self, receive: trio.MemoryReceiveChannel[tuple[RouteJob, _Prepared]],
+                               finished: trio.Event) -> None:
+        async with receive:
+            async for job, prepared in receive:
+                await prepared.done.wait()
+                try:
+                    outcome = prepared.outcome
+                    if outcome is None:
+                        assert prepared.content is not None
+                        outcome = await self.finish(job.event, prepared.content, wait=job.done is not None)
+                except Exception as exc:
+                    if job.done is not None:
+                        job.done.fail(exc)
+                    raise
+                if job.done is not None:
+                    job.done.send(outcome)
+        finished.set()
 
     # -- the steps -----------------------------------------------------------------------------
     async def process(self, event: Event, *, wait: bool = False) -> RouteOutcome:
+        """Both steps for one event (what the route does, without the window)."""
+        outcome, content = await self.prepare(event)
+        if outcome is not None:
+            return outcome
+        assert content is not None
+        return await self.finish(event, content, wait=wait)
+
+    async def prepare(self, event: Event) -> tuple[RouteOutcome | None, Content | None]:
+        """Rule and render: an outcome when the route stops here, else the content to finish with."""
         services, name = self.services, self.route.name
         self.processed += 1
         try:
             matched = await self.rule.matches(services.pool, event.body, event.text)
         except RegoError as exc:
-            return self._failed("rule", event, exc)
+            return self._failed("rule", event, exc), None
         if not matched:
-            return RouteOutcome(name, matched=False)
+            return RouteOutcome(name, matched=False), None
         self.matched += 1
         if services.metrics is not None:
             services.metrics.route_matches.labels(name).inc()
+        if not self.actions:
+            return RouteOutcome(name, matched=True, dropped="no local actions"), None
+        try:
+            content = await services.renderer.render(self.template, event.id, event.body)
+        except TemplateError as exc:
+            return self._failed("render", event, exc), None
+        return None, content
 
+    async def finish(self, event: Event, content: Content, *, wait: bool = False) -> RouteOutcome:
+        """Dedup, then aggregate or hand over to the actions. Called in arrival order."""
+        services, name = self.services, self.route.name
         plugins = self.route.plugins
         if plugins.deduplicates:
             key = dedup_key(event.body, plugins.unique_message_props)
@@ -141,13 +207,6 @@ class RouteActor(Actor[RouteJob]):
                 if services.metrics is not None:
                     services.metrics.dedup_drops.labels(name).inc()
                 return RouteOutcome(name, matched=True, dropped="duplicate")
-        if not self.actions:
-            return RouteOutcome(name, matched=True, dropped="no local actions")
-        try:
-            content = await services.renderer.render(self.template, event.id, event.body)
-        except TemplateError as exc:
-            return self._failed("render", event, exc)
-
         if plugins.aggregates:
             return await self._aggregate(event, content, wait)
         delivery = Delivery(content=content.as_map(), event=event.body, route=name, event_id=event.id)

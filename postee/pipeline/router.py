@@ -13,7 +13,8 @@ from actors import Actor, MailboxClosed
 from postee.pipeline.events import Event
 from postee.pipeline.route_actor import RouteActor, RouteJob
 
-DEFAULT_INTAKE_CAPACITY = 1000
+DEFAULT_INTAKE_CAPACITY = 256
+"""Events accepted but not yet routed; beyond this the webhook answers 503 (seconds of work, not minutes)."""
 
 
 class Router(Actor[Event]):

@@ -30,6 +30,16 @@ The rewrites, each for a measured regopy quirk (helpers live in `regopy_helpers`
 Builtins regopy lacks that cannot be written in Rego (`http.send`, `net.cidr_*`, ...) are found by
 `unsupported_calls`, so loading fails with the user's file and line instead of every evaluation.
 
+Known limits (not fixed here; use `--rego-engine regorus` when they matter):
+
+- regopy stores strings JSON-escaped, so `count`, `indexof`, `base64.encode` can be wrong and
+  `substring`, `trim*` can fail (RegoEvalError) on strings holding quotes, backslashes or control
+  characters; `upper`/`lower` are ASCII-only;
+- `sprintf` padding (`%5s`) is ignored and `%q` is unsupported;
+- `jsonformat` floats outside about 1e-4..1e15 keep regopy's exponent form (Go writes them fixed);
+- iteration through `x[k]` / `x[_]` (not `some ... in`) keeps insertion order;
+- unsafe variables are not reported: such a rule is simply never true.
+
 Pure text processing (a tokenizer and a bracket tree); nothing here touches the engine.
 """
 

@@ -21,7 +21,7 @@ import functools
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -79,9 +79,10 @@ class Node:
         options: NodeOptions,
         *,
         is_local: Callable[[ActionSpec], bool] = runs_everything,
-        load: Callable[[], Config] | None = None,
-        on_accepted: Callable[[Event], None] | None = None,
+        load: Callable[[], Awaitable[Config]] | None = None,
+        on_accepted: Callable[[Event], Awaitable[None]] | None = None,
         on_execution: Callable[[Execution], Any] | None = None,
+        on_reloaded: Callable[[Config], Awaitable[None]] | None = None,
     ) -> None:
         self.options = options
         self.metrics = Metrics()
@@ -90,6 +91,7 @@ class Node:
         self._load = load or self._load_file
         self.on_accepted = on_accepted
         self.on_execution = on_execution
+        self.on_reloaded = on_reloaded
         self.config: Config | None = None
         self.pipeline: Pipeline | None = None
         self.store: Store | None = None
@@ -107,8 +109,10 @@ class Node:
         self.stopped = trio.Event()
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def _load_file(self) -> Config:
-        config, warnings = load_config(self.options.cfgfile, environ=self.options.environ)
+    async def _load_file(self) -> Config:
+        config, warnings = await trio.to_thread.run_sync(
+            functools.partial(load_config, self.options.cfgfile, environ=self.options.environ)
+        )
         for warning in warnings:
             log.warning("config", problem=str(warning))
         return config
@@ -116,7 +120,7 @@ class Node:
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until `request_stop()` or a signal; raises ConfigError / PipelineError / StoreError at start."""
         opts = self.options
-        self.config = await trio.to_thread.run_sync(self._load)
+        self.config = await self._load()
         try:
             async with open_store(opts.db_path) as store, open_rego_pool(
                 opts.rego_engine, workers=opts.rego_workers, isolation=opts.rego_isolation  # type: ignore[arg-type]
@@ -191,7 +195,7 @@ class Node:
         """Load the config again; swap pipelines only when the new one is valid."""
         async with self._reload_lock:
             try:
-                config = await trio.to_thread.run_sync(self._load)
+                config = await self._load()
                 pipeline = await self._build(config)
             except (ConfigError, PipelineError) as exc:
                 self.metrics.config_reloads.labels("rejected").inc()
@@ -205,6 +209,8 @@ class Node:
             self._nursery.start_soon(functools.partial(drain, old, grace=self.options.stop_grace))
             self.metrics.config_reloads.labels("ok").inc()
             log.info("configuration reloaded", routes=len(config.routes), actions=len(config.actions))
+            if self.on_reloaded is not None:
+                await self.on_reloaded(config)
             return True, "configuration reloaded"
 
     async def _signal_loop(self) -> None:
@@ -238,14 +244,27 @@ class Node:
             yield from self.pipeline.mailboxes()
 
     # -- the web layer's Daemon interface --------------------------------------------------------
-    def submit(self, event: Event) -> bool:
+    async def submit(self, event: Event) -> bool:
+        """Queue a webhook event; False when intake is full (the client gets 503 and retries)."""
         if self.pipeline is None or self._stop_requested.is_set() or not self.pipeline.submit(event):
             return False
+        await self._accepted(event)
+        return True
+
+    async def submit_wait(self, event: Event) -> None:
+        """Queue an event, waiting while intake is full (events from runners: back-pressure, not 503).
+
+        Raises `actors.MailboxClosed` when the node is stopping.
+        """
+        assert self.pipeline is not None
+        await self.pipeline.router.address.send(event)
+        await self._accepted(event)
+
+    async def _accepted(self, event: Event) -> None:
         self.recent.add(event)
         self.metrics.events_received.labels(event.source).inc()
         if self.on_accepted is not None:
-            self.on_accepted(event)
-        return True
+            await self.on_accepted(event)
 
     def route_names(self) -> list[str]:
         return list(self.pipeline.routes) if self.pipeline else []

@@ -305,6 +305,10 @@ class Store:
         now = time.time() if now is None else now
         return await self._call_batched(_mark_processed, event_id, now)
 
+    async def forget_processed(self, event_id: str) -> bool:
+        """Undo `mark_processed` for an event that could not be processed after all (it will come again)."""
+        return await self._call(_execute, "DELETE FROM processed WHERE event_id = ?", (event_id,)) > 0
+
     # -- outbox ------------------------------------------------------------------------------
     async def outbox_add(
         self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None, now: float | None = None

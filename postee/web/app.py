@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import structlog
-import trio
 
 from postee.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from postee.metrics import Metrics
@@ -48,7 +47,7 @@ class Daemon(Protocol):
 
     metrics: Metrics
 
-    def submit(self, event: Event) -> bool: ...
+    async def submit(self, event: Event) -> bool: ...
 
     def route_names(self) -> list[str]: ...
 
@@ -125,7 +124,7 @@ class PosteeApp:
         event = await self._read_event(scope, receive, send, "webhook")
         if event is None:
             return
-        if not self.daemon.submit(event):
+        if not await self.daemon.submit(event):
             self.daemon.metrics.events_rejected.labels("busy").inc()
             await _respond(send, 503, b"busy: intake queue is full, retry later\n",
                            {"retry-after": str(RETRY_AFTER_SECONDS)})
@@ -229,4 +228,4 @@ async def _respond(send: Send, status: int, body: bytes, headers: Mapping[str, s
     await send({"type": "http.response.body", "body": body})
 
 
-__all__ = ["DEFAULT_MAX_BODY", "Daemon", "PosteeApp", "trio"]
+__all__ = ["DEFAULT_MAX_BODY", "Daemon", "PosteeApp"]

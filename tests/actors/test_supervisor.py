@@ -232,3 +232,16 @@ async def test_graceful_stop_drains_in_reverse_order_then_cancels_at_deadline(au
     assert elapsed == pytest.approx(20)
     with pytest.raises(Exception, match="closed"):
         await forwarder.address.send(5)
+
+
+async def test_one_error_unwraps_a_single_failure_and_keeps_real_groups():
+    from actors import one_error
+
+    with pytest.raises(KeyError):
+        with one_error():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.sleep_forever)
+                raise KeyError("only this")
+    with pytest.raises(ExceptionGroup):
+        with one_error():
+            raise ExceptionGroup("two", [KeyError(1), ValueError(2)])

@@ -210,3 +210,30 @@ actions:
             await trio.sleep(0.2)
             assert request.path == "/on" and len(sink.requests) == 1
             assert set(node.pipeline.actions) == {"enabled-one"}
+
+
+async def test_events_of_different_cost_still_arrive_in_order(tmp_path):
+    # Big events take longer to render than small ones; the route prepares several at once but
+    # must hand them over in arrival order.
+    async with open_http_sink() as sink:
+        cfg = f"""
+routes:
+  - name: ordered
+    serialize-actions: true
+    actions: [hook]
+    template: raw
+templates:
+  - name: raw
+    rego-package: postee.rawmessage.json
+actions:
+  - name: hook
+    type: webhook
+    enable: true
+    url: {sink.url}/hook
+"""
+        async with running_node(tmp_path, cfg) as (node, client):
+            for n in range(12):
+                padding = "x" * (200_000 if n % 3 == 0 else 10)
+                await client.post("/", content=json.dumps({"n": n, "padding": padding}).encode())
+            await sink.wait_for(12, timeout=30)
+    assert [r.json()["n"] for r in sink.requests] == list(range(12))

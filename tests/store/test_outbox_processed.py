@@ -56,3 +56,11 @@ async def test_processed_ids_are_pruned_after_retention(store: Store) -> None:
     assert report.processed_pruned == 1
     assert await store.mark_processed("old", now=T0 + 100) is True  # forgotten
     assert await store.mark_processed("recent", now=T0 + 100) is False  # remembered
+
+
+async def test_forget_processed_lets_an_event_be_processed_again(store):
+    assert await store.mark_processed("runner-1:e1", now=1.0)
+    assert not await store.mark_processed("runner-1:e1", now=2.0)
+    assert await store.forget_processed("runner-1:e1")
+    assert not await store.forget_processed("runner-1:e1")
+    assert await store.mark_processed("runner-1:e1", now=3.0)

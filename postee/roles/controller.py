@@ -1,0 +1,190 @@
+"""Controller role: the node that owns the configuration, serves runners, and sees every event.
+
+On the bus it answers `postee.config` with each runner's slice, takes the events and execution
+reports runners send (acknowledging each once it is safely queued, processing each event id at
+most once), keeps a registry of runners from their heartbeats, and tells runners when the
+configuration is reloaded. Locally it is a `Node` that runs only the actions without `runs-on`:
+an action meant for a runner is never initialised on the controller.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import attrs
+import structlog
+import trio
+import yaml
+
+from actors import MailboxClosed, TransportError
+from actors.transport import Message, Transport
+from postee.actions.base import ActionSpec
+from postee.bus.protocol import (
+    ACK,
+    CONFIG_CHANGED_SUBJECT,
+    CONFIG_SUBJECT,
+    EVENTS_SUBJECT,
+    EXECUTIONS_SUBJECT,
+    HEADER_CONFIG_VERSION,
+    HEADER_EVENT_ID,
+    HEADER_RUNNER,
+    HEARTBEAT_SUBJECT,
+    ExecutionReport,
+    Heartbeat,
+)
+from postee.config import Config, ConfigError, Severity, parse_config
+from postee.config.loader import read_yaml
+from postee.config.runner_slice import config_version, slice_yaml
+from postee.pipeline.events import InvalidEvent, parse_event
+from postee.roles.node import Node, NodeOptions
+from postee.roles.registry import RunnerRegistry
+from postee.roles.upstream import HEARTBEAT_INTERVAL
+
+log = structlog.get_logger("postee.controller")
+
+CONTROLLER_QUEUE = "postee-controllers"
+"""Queue group: several controllers on one NATS cluster share runner traffic instead of duplicating it."""
+UNNAMED_RUNNER = "postee-runner"
+"""Source name for events from a Postee runner, which sends no name with its events."""
+
+
+@attrs.frozen
+class ControllerOptions:
+    node: NodeOptions
+    heartbeat_interval: float = HEARTBEAT_INTERVAL
+
+
+def controller_local(spec: ActionSpec) -> bool:
+    """Actions without `runs-on` run on the controller; the others only on their runner."""
+    return not (spec.runs_on or "").strip()
+
+
+class Controller:
+    def __init__(self, options: ControllerOptions, transport: Transport) -> None:
+        self.options = options
+        self.transport = transport
+        self.raw: dict[str, Any] = {}
+        self.registry = RunnerRegistry(trio.current_time, time.time, options.heartbeat_interval)
+        self.node: Node | None = None
+        self.nats_server: Any = None
+        """The embedded nats-server (`postee.bus.server.NatsServer`) when this controller started one."""
+        self.duplicates = 0
+
+    async def _load(self) -> Config:
+        """Read the config file, keeping the raw YAML too: runner slices are cut from it."""
+        path = self.options.node.cfgfile
+        data = await trio.to_thread.run_sync(read_yaml, path)
+        config, problems = parse_config(data, source=path, environ=self.options.node.environ)
+        for problem in problems:
+            if problem.severity is Severity.WARNING:
+                log.warning("config", problem=str(problem))
+        if any(p.severity is Severity.ERROR for p in problems):
+            raise ConfigError(path, problems)
+        self.raw = data if isinstance(data, dict) else {}
+        return config
+
+    async def run(self, *, task_status: trio.TaskStatus[Controller] = trio.TASK_STATUS_IGNORED) -> None:
+        node = self.node = Node(
+            self.options.node, is_local=controller_local, load=self._load, on_reloaded=self._announce
+        )
+        node.extra_endpoints["/runners"] = self.registry.runners_json
+        node.extra_endpoints["/executions"] = self.registry.executions_json
+        node.readiness_checks["bus"] = lambda: bool(getattr(self.transport, "connected", True))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            await nursery.start(self._serve, CONFIG_SUBJECT, self._on_config_request, "")
+            await nursery.start(self._serve, EVENTS_SUBJECT, self._on_event, CONTROLLER_QUEUE)
+            await nursery.start(self._serve, EXECUTIONS_SUBJECT, self._on_execution, CONTROLLER_QUEUE)
+            await nursery.start(self._serve, HEARTBEAT_SUBJECT, self._on_heartbeat, "")
+            task_status.started(self)
+            await node.stopped.wait()
+            nursery.cancel_scope.cancel()
+
+    def request_stop(self) -> None:
+        if self.node is not None:
+            self.node.request_stop()
+
+    async def _serve(self, subject: str, handler: Any, queue: str, *,
+                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """One subscription, its messages handled one at a time (runner events stay in order)."""
+        async with self.transport.subscribe(subject, queue=queue) as subscription:
+            task_status.started()
+            async for message in subscription:
+                try:
+                    await handler(message)
+                except TransportError as exc:
+                    log.warning("could not answer on the bus", subject=subject, error=str(exc))
+
+    async def _reply(self, message: Message, data: bytes, headers: dict[str, str] | None = None) -> None:
+        if message.reply:
+            await self.transport.respond(message, data, headers=headers)
+
+    # -- handlers ------------------------------------------------------------------------------
+    async def _on_config_request(self, message: Message) -> None:
+        runner = message.data.decode("utf-8", errors="replace").strip()
+        text = slice_yaml(self.raw, runner)
+        version = config_version(text)
+        self.registry.config_fetched(runner, version)
+        log.info("configuration sent to runner", runner=runner, version=version)
+        await self._reply(message, text.encode(), {HEADER_CONFIG_VERSION: version})
+
+    async def _on_event(self, message: Message) -> None:
+        node = self.node
+        assert node is not None and node.store is not None
+        runner = message.headers.get(HEADER_RUNNER) or UNNAMED_RUNNER
+        event_id = message.headers.get(HEADER_EVENT_ID)
+        key = f"{runner}:{event_id}" if event_id else None
+        if key is not None and not await node.store.mark_processed(key):
+            self.duplicates += 1
+            await self._reply(message, ACK)  # processed before; the earlier acknowledgement was lost
+            return
+        try:
+            event = parse_event(message.data, event_id=event_id, source=runner)
+        except InvalidEvent as exc:
+            log.warning("invalid event from a runner dropped", runner=runner, reason=str(exc))
+            await self._reply(message, ACK)  # resending the same bytes cannot help
+            return
+        try:
+            await node.submit_wait(event)
+        except MailboxClosed:
+            if key is not None:
+                await node.store.forget_processed(key)
+            return  # stopping: no acknowledgement, the runner sends it again later
+        self.registry.event(runner)
+        node.metrics.runner_events.labels(runner).inc()
+        await self._reply(message, ACK)
+
+    async def _on_execution(self, message: Message) -> None:
+        node = self.node
+        assert node is not None and node.store is not None
+        try:
+            report = ExecutionReport.from_json(message.data)
+        except (ValueError, TypeError) as exc:
+            log.warning("invalid execution report dropped", error=str(exc))
+            await self._reply(message, ACK)
+            return
+        report_id = message.headers.get(HEADER_EVENT_ID)
+        if report_id is None or await node.store.mark_processed(f"{report.runner}:{report_id}"):
+            self.registry.execution(report)
+            status = "ok" if report.ok else "failed"
+            node.metrics.runner_executions.labels(report.runner, report.action, status).inc()
+            node.metrics.runner_execution_seconds.labels(report.runner).observe(report.duration)
+            log.info("runner execution", runner=report.runner, route=report.route, action=report.action,
+                     event_id=report.event_id, ok=report.ok, error=report.error)
+        await self._reply(message, ACK)
+
+    async def _on_heartbeat(self, message: Message) -> None:
+        try:
+            beat = Heartbeat.from_json(message.data)
+        except (ValueError, TypeError):
+            return
+        self.registry.heartbeat(beat)
+
+    async def _announce(self, config: Config) -> None:
+        """Tell runners the configuration changed, so they fetch their new slice."""
+        version = config_version(yaml.safe_dump(self.raw, sort_keys=True))
+        try:
+            await self.transport.publish(CONFIG_CHANGED_SUBJECT, version.encode())
+        except TransportError as exc:
+            log.warning("runners not told about the new configuration", error=str(exc))

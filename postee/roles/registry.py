@@ -1,0 +1,100 @@
+"""The controller's view of its runners: who is there, how recently heard from, what they did."""
+
+from __future__ import annotations
+
+import collections
+import json
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from postee.bus.protocol import ExecutionReport, Heartbeat
+
+RECENT_EXECUTIONS = 1000
+STALE_AFTER_BEATS = 3
+"""A runner unheard of for this many heartbeat intervals is `stale`..."""
+GONE_AFTER_BEATS = 12
+"""... and `gone` after this many."""
+
+
+@attrs.define
+class RunnerInfo:
+    name: str
+    first_seen: float
+    last_seen: float
+    last_seen_wall: float
+    config_version: str = ""
+    config_fetches: int = 0
+    events: int = 0
+    executions: int = 0
+    failed_executions: int = 0
+    heartbeats: int = 0
+    outbox: int = 0
+
+
+class RunnerRegistry:
+    """Updated by the controller's bus handlers; read by `GET /runners` and `GET /executions`.
+
+    `clock` is monotonic (Trio's clock: virtual in tests) and decides staleness; `wall_clock` is only
+    for display.
+    """
+
+    def __init__(self, clock: Callable[[], float], wall_clock: Callable[[], float],
+                 heartbeat_interval: float) -> None:
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.heartbeat_interval = heartbeat_interval
+        self.runners: dict[str, RunnerInfo] = {}
+        self.executions: collections.deque[ExecutionReport] = collections.deque(maxlen=RECENT_EXECUTIONS)
+
+    def seen(self, name: str) -> RunnerInfo:
+        now, wall = self.clock(), self.wall_clock()
+        info = self.runners.get(name)
+        if info is None:
+            info = self.runners[name] = RunnerInfo(name, now, now, wall)
+        info.last_seen, info.last_seen_wall = now, wall
+        return info
+
+    def config_fetched(self, name: str, version: str) -> None:
+        info = self.seen(name)
+        info.config_fetches += 1
+        info.config_version = version
+
+    def heartbeat(self, beat: Heartbeat) -> None:
+        info = self.seen(beat.runner)
+        info.heartbeats += 1
+        info.outbox = beat.outbox
+        if beat.config_version:
+            info.config_version = beat.config_version
+
+    def event(self, name: str) -> None:
+        self.seen(name).events += 1
+
+    def execution(self, report: ExecutionReport) -> None:
+        info = self.seen(report.runner)
+        info.executions += 1
+        if not report.ok:
+            info.failed_executions += 1
+        self.executions.append(report)
+
+    def state(self, info: RunnerInfo) -> str:
+        silent = self.clock() - info.last_seen
+        if silent <= STALE_AFTER_BEATS * self.heartbeat_interval:
+            return "up"
+        if silent <= GONE_AFTER_BEATS * self.heartbeat_interval:
+            return "stale"
+        return "gone"
+
+    def runners_json(self) -> str:
+        out: list[dict[str, Any]] = []
+        for info in sorted(self.runners.values(), key=lambda i: i.name):
+            entry = attrs.asdict(info)
+            entry.pop("first_seen")
+            entry["last_seen"] = entry.pop("last_seen_wall")
+            entry["state"] = self.state(info)
+            out.append(entry)
+        return json.dumps(out)
+
+    def executions_json(self) -> str:
+        return json.dumps([e.as_dict() for e in self.executions], ensure_ascii=False)

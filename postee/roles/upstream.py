@@ -1,0 +1,232 @@
+"""The runner's link to its controller: bootstrap, outbox, heartbeats, config changes.
+
+Everything a runner tells its controller goes through a durable outbox in the runner's store first
+(events and execution reports), and leaves it only when the controller has acknowledged it. So a
+controller or bus outage loses nothing: the runner keeps running its own actions, the outbox grows,
+and it drains in order once the controller answers again. The controller remembers the event ids it
+processed, so a message resent after a lost acknowledgement is processed once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import structlog
+import trio
+import yaml
+
+from actors import TransportAuthError, TransportError
+from actors.transport import Transport
+from postee.bus.protocol import (
+    ACK,
+    CONFIG_CHANGED_SUBJECT,
+    CONFIG_SUBJECT,
+    EVENTS_SUBJECT,
+    EXECUTIONS_SUBJECT,
+    HEADER_CONFIG_VERSION,
+    HEADER_EVENT_ID,
+    HEADER_RUNNER,
+    HEARTBEAT_SUBJECT,
+    OUTPUT_EXCERPT,
+    ExecutionReport,
+    Heartbeat,
+)
+from postee.config import Config, ConfigError, Severity, parse_config
+from postee.config.runner_slice import config_version
+from postee.pipeline.action_actor import Execution
+from postee.pipeline.events import Event
+
+log = structlog.get_logger("postee.runner")
+
+BOOTSTRAP_TIMEOUT = 5.0
+BACKOFF_INITIAL = 0.5
+BACKOFF_MAX = 30.0
+REQUEST_TIMEOUT = 5.0
+OUTBOX_BATCH = 100
+OUTBOX_IDLE_POLL = 1.0
+HEARTBEAT_INTERVAL = 5.0
+
+
+class RunnerFatal(Exception):
+    """The runner cannot work and retrying will not help (credentials, TLS, an unusable config)."""
+
+
+@attrs.frozen
+class FetchedConfig:
+    text: str
+    version: str
+    config: Config
+
+
+@attrs.frozen
+class Backoff:
+    """Waits between attempts to reach the controller: doubling from `initial`, capped at `maximum`."""
+
+    initial: float = BACKOFF_INITIAL
+    maximum: float = BACKOFF_MAX
+
+    def next(self, delay: float) -> float:
+        return min(delay * 2, self.maximum)
+
+
+DEFAULT_BACKOFF = Backoff()
+
+
+async def fetch_config(
+    transport: Transport, runner: str, environ: dict[str, str], backoff: Backoff = DEFAULT_BACKOFF
+) -> FetchedConfig:
+    """Ask the controller for this runner's slice, retrying with backoff until it answers.
+
+    A refused credential or TLS identity is final (`RunnerFatal`); a controller that is down, not yet
+    started or slow is waited for (Postee's runner exits instead).
+    """
+    delay = backoff.initial
+    while True:
+        try:
+            reply = await transport.request(CONFIG_SUBJECT, runner.encode(), timeout=BOOTSTRAP_TIMEOUT)
+        except TransportAuthError as exc:
+            raise RunnerFatal(f"the controller refused this runner: {exc}") from None
+        except TransportError as exc:
+            log.warning("controller not answering; retrying", error=str(exc) or type(exc).__name__, retry_in=delay)
+            await trio.sleep(delay)
+            delay = backoff.next(delay)
+            continue
+        text = reply.data.decode("utf-8", errors="replace")
+        version = reply.headers.get(HEADER_CONFIG_VERSION) or config_version(text)
+        config = parse_runner_config(text, runner, environ)
+        log.info("configuration received from the controller", version=version, routes=len(config.routes),
+                 actions=len(config.actions))
+        return FetchedConfig(text, version, config)
+
+
+def parse_runner_config(text: str, runner: str, environ: dict[str, str]) -> Config:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RunnerFatal(f"the controller sent a configuration that is not YAML: {exc}") from None
+    config, problems = parse_config(data, source=f"controller slice for {runner}", environ=environ)
+    for problem in problems:
+        if problem.severity is Severity.WARNING:
+            log.warning("config", problem=str(problem))
+    errors = [p for p in problems if p.severity is Severity.ERROR]
+    if errors:
+        raise ConfigError(f"controller slice for {runner}", problems)
+    if not config.actions:
+        log.warning("the controller has no action for this runner: it only reports events", runner=runner)
+    return config
+
+
+class Upstream:
+    """The runner side of the bus (see the module docstring). Runs as a few tasks in one nursery."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        runner: str,
+        store: Callable[[], Any],
+        *,
+        clock: Callable[[], float],
+        backoff: Backoff = DEFAULT_BACKOFF,
+    ) -> None:
+        self.backoff = backoff
+        self.transport = transport
+        self.runner = runner
+        self._store = store
+        self.clock = clock
+        self.config_version = ""
+        self._wake = trio.Event()
+        self.events_reported = 0
+        self.executions_reported = 0
+        self.sent = 0
+
+    @property
+    def store(self) -> Any:
+        """The node's store (opened by the node, so looked up when needed)."""
+        return self._store()
+
+    # -- hooks for the node ----------------------------------------------------------------------
+    async def report_event(self, event: Event) -> None:
+        """Keep the event in the outbox until the controller acknowledges it."""
+        headers = {HEADER_RUNNER: self.runner, HEADER_EVENT_ID: event.id}
+        await self.store.outbox_add(EVENTS_SUBJECT, event.text.encode(), headers)
+        self.events_reported += 1
+        self._wake.set()
+
+    async def report_execution(self, execution: Execution) -> None:
+        report = ExecutionReport(
+            runner=self.runner,
+            route=execution.route,
+            action=execution.action,
+            action_type=execution.action_type,
+            event_id=execution.event_id,
+            ok=execution.ok,
+            attempts=execution.attempts,
+            started_at=execution.started_at,
+            duration=execution.duration,
+            error=execution.error,
+            output=execution.output[:OUTPUT_EXCERPT],
+        )
+        headers = {HEADER_RUNNER: self.runner, HEADER_EVENT_ID: f"exec:{execution.event_id}:{execution.action}"}
+        await self.store.outbox_add(EXECUTIONS_SUBJECT, report.to_json(), headers)
+        self.executions_reported += 1
+        self._wake.set()
+
+    # -- services --------------------------------------------------------------------------------
+    async def drain_outbox(self) -> None:
+        """Send outbox messages oldest first, one at a time (order is kept), until acknowledged."""
+        delay = self.backoff.initial
+        while True:
+            items = await self.store.outbox_pending(OUTBOX_BATCH)
+            if not items:
+                self._wake = trio.Event()
+                with trio.move_on_after(OUTBOX_IDLE_POLL):
+                    await self._wake.wait()
+                continue
+            for item in items:
+                try:
+                    reply = await self.transport.request(item.subject, item.payload, headers=item.headers,
+                                                         timeout=REQUEST_TIMEOUT)
+                except TransportError as exc:
+                    log.info("controller unreachable; outbox kept", pending=len(items), retry_in=delay,
+                             error=str(exc) or type(exc).__name__)
+                    await trio.sleep(delay)
+                    delay = self.backoff.next(delay)
+                    break
+                if reply.data != ACK:
+                    log.warning("controller refused a message; will retry", subject=item.subject,
+                                answer=reply.data[:200].decode(errors="replace"), retry_in=delay)
+                    await trio.sleep(delay)
+                    delay = self.backoff.next(delay)
+                    break
+                await self.store.outbox_ack([item.id])
+                self.sent += 1
+                delay = self.backoff.initial
+
+    async def send_heartbeats(self, interval: float = HEARTBEAT_INTERVAL) -> None:
+        while True:
+            beat = Heartbeat(
+                runner=self.runner,
+                sent_at=self.clock(),
+                config_version=self.config_version,
+                events=self.events_reported,
+                executions=self.executions_reported,
+                outbox=await self.store.outbox_count(),
+            )
+            try:
+                await self.transport.publish(HEARTBEAT_SUBJECT, beat.to_json())
+            except TransportError as exc:
+                log.debug("heartbeat not sent", error=str(exc) or type(exc).__name__)
+            await trio.sleep(interval)
+
+    async def watch_config(self, on_change: Callable[[], Awaitable[Any]], *,
+                           task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Re-fetch the configuration whenever the controller announces a new one."""
+        async with self.transport.subscribe(CONFIG_CHANGED_SUBJECT) as changes:
+            task_status.started()
+            async for message in changes:
+                version = message.data.decode(errors="replace")
+                log.info("controller configuration changed", version=version)
+                await on_change()
+

@@ -1,0 +1,213 @@
+"""Controller and runners over a real nats-server: bootstrap, security, outages, restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+import yaml
+
+from postee.bus.bridge import open_nats_transport
+from postee.bus.protocol import CONFIG_SUBJECT
+from postee.roles.launch import LinkOptions, run_controller, run_runner
+from tests.helpers.http_sink import open_http_sink
+from tests.roles.helpers import eventually, node_options
+from tests.roles.test_memory_bus import seed_config, tracee
+
+# Postee's integration test configuration (its Slack action stands in as a webhook: the Slack action
+# type arrives with the remaining actions).
+INTEGRATION_CFG = """
+routes:
+  - name: terminate-and-notify
+    input: contains(input.SigMetadata.ID, "TRC-2")
+    actions: [terminate-pod, send-slack-message]
+    template: raw-json
+templates:
+  - name: raw-json
+    rego-package: postee.rawmessage.json
+actions:
+  - name: stdout
+    type: stdout
+    enable: true
+  - name: terminate-pod
+    type: exec
+    enable: true
+    runs-on: test-runner-1
+    exec-script: |
+      #!/bin/sh
+      echo "terminating $POSTEE_EVENT"
+  - name: send-slack-message
+    type: webhook
+    enable: true
+    url: SLACK_URL
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def security(kind: str, tls_material, nkey_seed_file) -> tuple[LinkOptions, LinkOptions]:
+    """(controller link, runner link) for 'plain', 'tls' or 'tls+seed' on a free port."""
+    url = f"nats://127.0.0.1:{free_port()}"
+    if kind == "plain":
+        return LinkOptions(url=url), LinkOptions(url=url)
+    tls = {"ca_root": str(tls_material.ca_root)}
+    seed = {"seed_file": str(nkey_seed_file.path)} if kind.endswith("+seed") else {}
+    controller = LinkOptions(url=url, tls_cert=str(tls_material.server_cert), tls_key=str(tls_material.server_key),
+                             **tls, **seed)
+    runner = LinkOptions(url=url, tls_cert=str(tls_material.client_cert), tls_key=str(tls_material.client_key),
+                         **tls, **seed)
+    return controller, runner
+
+
+@asynccontextmanager
+async def controller_node(tmp_path: Path, cfg_text: str, link: LinkOptions):
+    cfg = tmp_path / "controller.yaml"
+    cfg.write_text(cfg_text)
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(60):
+            controller = await nursery.start(run_controller, node_options(tmp_path, "controller", str(cfg)), link)
+        async with httpx.AsyncClient(base_url=controller.node.urls[0], timeout=10) as client:
+            try:
+                yield controller, client
+            finally:
+                controller.request_stop()
+                with trio.fail_after(30):
+                    await controller.node.stopped.wait()
+
+
+@asynccontextmanager
+async def runner_node(tmp_path: Path, name: str, link: LinkOptions):
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(120):
+            runner = await nursery.start(run_runner, node_options(tmp_path, name), link, name)
+        async with httpx.AsyncClient(base_url=runner.node.urls[0], timeout=10) as client:
+            try:
+                yield runner, client
+            finally:
+                runner.request_stop()
+                with trio.fail_after(30):
+                    await runner.node.stopped.wait()
+
+
+@pytest.mark.parametrize("kind", ["plain", "tls", "tls+seed"])
+async def test_runner_gets_exactly_its_slice(tmp_path, tls_material, nkey_seed_file, kind):
+    controller_link, runner_link = security(kind, tls_material, nkey_seed_file)
+    async with controller_node(tmp_path, INTEGRATION_CFG.replace("SLACK_URL", "http://127.0.0.1:9/"),
+                               controller_link) as (controller, _):
+        assert set(controller.node.pipeline.actions) == {"stdout", "send-slack-message"}  # never terminate-pod
+        async with open_nats_transport(
+            runner_link.url, name="probe", tls_ca=runner_link.ca_root, tls_cert=runner_link.tls_cert,
+            tls_key=runner_link.tls_key, nkey_seed_file=runner_link.seed_file,
+        ) as transport:
+            reply = await transport.request(CONFIG_SUBJECT, b"test-runner-1", timeout=10)
+        sliced = yaml.safe_load(reply.data)
+        assert sliced["routes"] == [{"name": "terminate-and-notify",
+                                     "input": 'contains(input.SigMetadata.ID, "TRC-2")',
+                                     "actions": ["terminate-pod"], "template": "raw-json"}]
+        assert [a["name"] for a in sliced["actions"]] == ["terminate-pod"]
+        assert [t["name"] for t in sliced["templates"]] == ["raw-json"]
+        async with runner_node(tmp_path, "test-runner-1", runner_link) as (runner, _):
+            assert set(runner.node.pipeline.actions) == {"terminate-pod"}
+
+
+def runner_process(tmp_path: Path, link: LinkOptions, name: str = "test-runner-1") -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTEE_", "AQUAALERT_"))}
+    env["PATH_TO_DB"] = str(tmp_path / f"{name}-proc" / "webhooks.db")
+    args = [sys.executable, "-m", "postee", f"--controller-url={link.url}", f"--runner-name={name}",
+            "--url=127.0.0.1:0", "--tls=off"]
+    for flag, value in (("--runner-ca-cert", link.ca_root), ("--runner-tls-cert", link.tls_cert),
+                        ("--runner-tls-key", link.tls_key), ("--runner-seed-file", link.seed_file)):
+        if value:
+            args.append(f"{flag}={value}")
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.parametrize("problem", ["wrong seed", "no client certificate", "untrusted CA"])
+async def test_refused_runner_exits_with_a_clear_message(tmp_path, tls_material, nkey_seed_file, problem):
+    controller_link, runner_link = security("tls+seed", tls_material, nkey_seed_file)
+    if problem == "wrong seed":
+        runner_link = LinkOptions(url=runner_link.url, ca_root=runner_link.ca_root, tls_cert=runner_link.tls_cert,
+                                  tls_key=runner_link.tls_key, seed_file=str(nkey_seed_file.wrong_path))
+    elif problem == "no client certificate":
+        runner_link = LinkOptions(url=runner_link.url, ca_root=runner_link.ca_root, seed_file=runner_link.seed_file)
+    else:
+        runner_link = LinkOptions(url=runner_link.url, ca_root=runner_link.ca_root,
+                                  tls_cert=str(tls_material.untrusted_client_cert),
+                                  tls_key=str(tls_material.untrusted_client_key), seed_file=runner_link.seed_file)
+    async with controller_node(tmp_path, INTEGRATION_CFG.replace("SLACK_URL", "http://127.0.0.1:9/"),
+                               controller_link) as (controller, client):
+        result = await trio.to_thread.run_sync(runner_process, tmp_path, runner_link)
+        assert result.returncode == 1, result.stderr[-2000:]
+        assert "refused this runner" in result.stderr
+        assert nkey_seed_file.seed.decode() not in result.stderr + result.stdout
+        assert nkey_seed_file.wrong_seed.decode() not in result.stderr + result.stdout
+        assert (await client.get("/readyz")).status_code == 200  # the controller keeps running
+
+
+async def test_controller_down_events_kept_then_delivered_once(tmp_path):
+    port = free_port()
+    link = LinkOptions(url=f"nats://127.0.0.1:{port}")
+    async with open_http_sink() as controller_sink, open_http_sink() as runner_sink:
+        cfg = seed_config(controller_sink.url, runner_sink.url)
+        async with trio.open_nursery() as outer:
+            async with controller_node(tmp_path, cfg, link):
+                outer_runner = await outer.start(_run_runner_until_cancelled, tmp_path, link)
+                runner, r_client = outer_runner
+            # the controller (and its nats-server) is gone now
+            for n in range(200):
+                assert (await r_client.post("/", content=tracee("TRC-2", n))).status_code == 200
+            await eventually(lambda: len(runner_sink.requests) == 200, timeout=120)
+            assert controller_sink.requests == []
+            async with controller_node(tmp_path, cfg, link) as (controller, c_client):
+                await eventually(lambda: len(controller_sink.requests) == 200, timeout=180)
+                await eventually(lambda: controller.registry.runners.get("postee-runner-1") is not None
+                                 and controller.registry.runners["postee-runner-1"].executions == 400, timeout=180)
+                await trio.sleep(0.5)
+                assert len(controller_sink.requests) == 200  # each processed once
+                numbers = [e["event"]["n"] for e in (await c_client.get("/events")).json()
+                           if e["source"] == "postee-runner-1"]
+                assert numbers == list(range(200))
+            outer.cancel_scope.cancel()
+
+
+async def _run_runner_until_cancelled(tmp_path, link, *, task_status=trio.TASK_STATUS_IGNORED):
+    async with runner_node(tmp_path, "postee-runner-1", link) as (runner, client):
+        task_status.started((runner, client))
+        await trio.sleep_forever()
+
+
+async def test_killed_nats_server_is_restarted_and_nothing_is_lost(tmp_path):
+    port = free_port()
+    link = LinkOptions(url=f"nats://127.0.0.1:{port}")
+    async with open_http_sink() as controller_sink, open_http_sink() as runner_sink:
+        cfg = seed_config(controller_sink.url, runner_sink.url)
+        async with controller_node(tmp_path, cfg, link) as (controller, c_client), \
+                runner_node(tmp_path, "postee-runner-1", link) as (runner, r_client):
+            for n in range(10):
+                await r_client.post("/", content=tracee("TRC-2", n))
+            await eventually(lambda: len(controller_sink.requests) == 10, timeout=60)
+            server = controller.nats_server
+            first_pid = server.pid
+            os.kill(first_pid, signal.SIGKILL)
+            for n in range(10, 30):
+                await r_client.post("/", content=tracee("TRC-2", n))
+            await eventually(lambda: len(controller_sink.requests) == 30, timeout=120)
+            await trio.sleep(0.5)
+            assert len(controller_sink.requests) == 30
+            numbers = [e["event"]["n"] for e in (await c_client.get("/events")).json()]
+            assert numbers == list(range(30))
+            assert json.loads((await c_client.get("/runners")).text)[0]["state"] == "up"
+            assert server.pid != first_pid and server.starts == 2  # restarted by its supervisor

@@ -1,0 +1,77 @@
+"""Controller and runners in one process over the in-memory bus (or any Transport)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import trio
+
+from actors.transport import Transport
+from postee.roles.controller import Controller, ControllerOptions
+from postee.roles.node import NodeOptions
+from postee.roles.runner import Runner, RunnerOptions
+from postee.roles.upstream import Backoff
+
+FAST_BACKOFF = Backoff(initial=0.05, maximum=0.5)
+"""Runner retries in tests: the real clock, short waits."""
+
+
+def node_options(tmp_path: Path, name: str, cfgfile: str = "", **extra) -> NodeOptions:
+    return NodeOptions(
+        cfgfile=cfgfile,
+        http_bind="127.0.0.1:0",
+        https_bind=None,
+        db_path=str(tmp_path / name / "webhooks.db"),
+        rego_engine="regorus",
+        rego_isolation="thread",
+        rego_workers=1,
+        stop_grace=extra.pop("stop_grace", 3.0),
+        environ={"PATH": os.environ.get("PATH", "")} | extra.pop("environ", {}),
+        **extra,
+    )
+
+
+@asynccontextmanager
+async def running_controller(tmp_path: Path, cfg_text: str, transport: Transport, *, heartbeat_interval: float = 5.0
+                             ) -> AsyncIterator[tuple[Controller, httpx.AsyncClient]]:
+    cfg = tmp_path / "controller.yaml"
+    cfg.write_text(cfg_text)
+    controller = Controller(
+        ControllerOptions(node_options(tmp_path, "controller", str(cfg)), heartbeat_interval=heartbeat_interval),
+        transport,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(controller.run)
+        async with httpx.AsyncClient(base_url=controller.node.urls[0], timeout=10) as client:
+            try:
+                yield controller, client
+            finally:
+                controller.request_stop()
+                await controller.node.stopped.wait()
+
+
+@asynccontextmanager
+async def running_runner(tmp_path: Path, name: str, transport: Transport, *, heartbeat_interval: float = 5.0,
+                         task_status_timeout: float = 60) -> AsyncIterator[tuple[Runner, httpx.AsyncClient]]:
+    runner = Runner(RunnerOptions(name, node_options(tmp_path, name), heartbeat_interval=heartbeat_interval,
+                                  backoff=FAST_BACKOFF), transport)
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(task_status_timeout):
+            await nursery.start(runner.run)
+        async with httpx.AsyncClient(base_url=runner.node.urls[0], timeout=10) as client:
+            try:
+                yield runner, client
+            finally:
+                runner.request_stop()
+                await runner.node.stopped.wait()
+                nursery.cancel_scope.cancel()
+
+
+async def eventually(predicate, timeout: float = 30.0, interval: float = 0.02) -> None:
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(interval)
