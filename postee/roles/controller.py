@@ -91,6 +91,7 @@ class Controller:
         node.extra_endpoints["/runners"] = self.registry.runners_json
         node.extra_endpoints["/executions"] = self.registry.executions_json
         node.readiness_checks["bus"] = lambda: bool(getattr(self.transport, "connected", True))
+        node.metrics.bus_connected.set_function(lambda: 1.0 if getattr(self.transport, "connected", True) else 0.0)
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
             await nursery.start(self._serve, CONFIG_SUBJECT, self._on_config_request, "")

@@ -77,6 +77,7 @@ class Runner:
             on_execution=self.upstream.report_execution,
         )
         node.readiness_checks["controller_link"] = lambda: bool(getattr(self.transport, "connected", True))
+        node.metrics.bus_connected.set_function(lambda: 1.0 if getattr(self.transport, "connected", True) else 0.0)
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
             nursery.start_soon(self.upstream.drain_outbox)

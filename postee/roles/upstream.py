@@ -9,6 +9,7 @@ processed, so a message resent after a lost acknowledgement is processed once.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -168,7 +169,9 @@ class Upstream:
             error=execution.error,
             output=execution.output[:OUTPUT_EXCERPT],
         )
-        headers = {HEADER_RUNNER: self.runner, HEADER_EVENT_ID: f"exec:{execution.event_id}:{execution.action}"}
+        # A fresh id per report (kept in the outbox, so a resend carries the same one): event ids
+        # repeat for aggregated sends, and one event may run the same action again after a reload.
+        headers = {HEADER_RUNNER: self.runner, HEADER_EVENT_ID: f"exec:{uuid.uuid4().hex}"}
         await self.store.outbox_add(EXECUTIONS_SUBJECT, report.to_json(), headers)
         self.executions_reported += 1
         self._wake.set()

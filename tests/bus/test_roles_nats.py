@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -20,7 +21,7 @@ from postee.bus.bridge import open_nats_transport
 from postee.bus.protocol import CONFIG_SUBJECT
 from postee.roles.launch import LinkOptions, run_controller, run_runner
 from tests.helpers.http_sink import open_http_sink
-from tests.roles.helpers import eventually, node_options
+from tests.roles.helpers import FAST_BACKOFF, eventually, node_options
 from tests.roles.test_memory_bus import seed_config, tracee
 
 # Postee's integration test configuration (its Slack action stands in as a webhook: the Slack action
@@ -92,7 +93,8 @@ async def controller_node(tmp_path: Path, cfg_text: str, link: LinkOptions):
 async def runner_node(tmp_path: Path, name: str, link: LinkOptions):
     async with trio.open_nursery() as nursery:
         with trio.fail_after(120):
-            runner = await nursery.start(run_runner, node_options(tmp_path, name), link, name)
+            runner = await nursery.start(partial(run_runner, node_options(tmp_path, name), link, name,
+                                                 backoff=FAST_BACKOFF))
         async with httpx.AsyncClient(base_url=runner.node.urls[0], timeout=10) as client:
             try:
                 yield runner, client
@@ -211,3 +213,30 @@ async def test_killed_nats_server_is_restarted_and_nothing_is_lost(tmp_path):
             assert numbers == list(range(30))
             assert json.loads((await c_client.get("/runners")).text)[0]["state"] == "up"
             assert server.pid != first_pid and server.starts == 2  # restarted by its supervisor
+
+
+async def test_runner_started_before_the_controller_connects_once_it_is_up(tmp_path):
+    link = LinkOptions(url=f"nats://127.0.0.1:{free_port()}")
+    cfg = INTEGRATION_CFG.replace("SLACK_URL", "http://127.0.0.1:9/")
+    async with trio.open_nursery() as nursery:
+        ready = trio.Event()
+
+        async def runner_side():
+            async with runner_node(tmp_path, "test-runner-1", link) as (runner, client):
+                assert set(runner.node.pipeline.actions) == {"terminate-pod"}
+                assert (await client.get("/readyz")).json()["checks"]["controller_link"] is True
+                ready.set()
+
+        nursery.start_soon(runner_side)
+        await trio.sleep(1.5)  # nothing listens yet: the runner retries its connection
+        assert not ready.is_set()
+        async with controller_node(tmp_path, cfg, link):
+            with trio.fail_after(90):
+                await ready.wait()
+
+
+def test_controller_and_runner_modes_exclude_each_other(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "postee", "--controller-mode", "--runner-name", "r1",
+                             "--controller-url", "nats://127.0.0.1:4222"], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 2 and "exclude each other" in result.stderr

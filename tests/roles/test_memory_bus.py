@@ -116,8 +116,25 @@ async def test_seed_example_runs_each_action_where_it_belongs_exactly_once(tmp_p
             ]
             exec_output = next(e["output"] for e in executions if e["action"] == "my-exec-from-runner")
             assert "this is hello from postee" in exec_output
+            # serialize-actions on the runner-only route: the script finished before the HTTP post began
+            serial = {e["action"]: e for e in executions if e["route"] == "runner-only-route"}
+            script, post = serial["my-exec-from-runner"], serial["my-http-post-from-runner"]
+            assert script["started_at"] + script["duration"] <= post["started_at"] + 0.001
             metrics = (await c_client.get("/metrics")).text
             assert 'postee_runner_events_total{runner="postee-runner-1"} 3.0' in metrics
+
+
+async def test_plain_publishes_from_a_postee_runner_are_accepted(tmp_path):
+    bus = InMemoryBus()
+    async with open_http_sink() as controller_sink:
+        cfg = seed_config(controller_sink.url, "http://127.0.0.1:9")
+        async with running_controller(tmp_path, cfg, bus.connect("controller")) as (controller, c_client):
+            postee_runner = bus.connect("old-postee-runner")
+            await postee_runner.publish("postee.events", b'{"image": "alpine:3.18"}')  # no headers, no reply
+            (request,) = await controller_sink.wait_for(1)
+            assert "Input Image: alpine:3.18" in request.text
+            (event,) = (await c_client.get("/events")).json()
+            assert event["source"] == "postee-runner"
 
 
 async def test_runner_started_first_bootstraps_once_the_controller_is_up(tmp_path):
