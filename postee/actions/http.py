@@ -14,11 +14,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Self
 
-import httpx
-
-from postee.actions.base import Action, ActionSpec, Delivery, SendResult
+from postee.actions.base import ActionSpec, Delivery, SendResult
 from postee.actions.eventpath import substitute
-from postee.actions.httpclient import open_http_client, send_request
+from postee.actions.httpclient import HttpClientAction, send_request
 from postee.actions.registry import register
 from postee.actions.retry import RETRY_SETTINGS, RetryPolicy
 from postee.actions.settings import SettingsReader
@@ -35,7 +33,7 @@ Headers = tuple[tuple[str, str], ...]
 
 
 @register
-class HttpAction(Action):
+class HttpAction(HttpClientAction):
     type_name: ClassVar[str] = "http"
     settings_keys: ClassVar[frozenset[str]] = RETRY_SETTINGS | {"method", "url", "headers", "body-file", "body-content"}
     default_timeout: ClassVar[float] = DEFAULT_TIMEOUT
@@ -55,11 +53,6 @@ class HttpAction(Action):
         self.method = method
         self.headers = headers
         self.body = body
-        self._client: httpx.AsyncClient | None = None
-
-    @property
-    def timeout(self) -> float:
-        return self.retry_policy.timeout
 
     @classmethod
     def from_spec(cls, spec: ActionSpec) -> Self:
@@ -75,15 +68,6 @@ class HttpAction(Action):
         settings.done()
         return cls(spec, retry_policy=policy, url=url, method=method, headers=headers, body=body)
 
-    async def open(self) -> None:
-        if self._client is None:
-            self._client = await open_http_client(timeout=self.timeout)
-
-    async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
-
     def request_headers(self, delivery: Delivery) -> list[tuple[str, str]]:
         encoded = base64.b64encode(delivery.description.encode("utf-8")).decode("ascii")
         return [*self.headers, (EVENT_HEADER, encoded)]
@@ -95,7 +79,7 @@ class HttpAction(Action):
 
     async def send(self, delivery: Delivery) -> SendResult:
         return await send_request(
-            self._client,
+            self.client,
             self.method,
             self.url,
             headers=self.request_headers(delivery),

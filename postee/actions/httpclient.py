@@ -21,7 +21,8 @@ import httpx
 import trio
 
 from postee import __version__
-from postee.actions.base import MAX_OUTPUT_CHARS, ActionError, SendResult, excerpt
+from postee.actions.base import MAX_OUTPUT_CHARS, Action, ActionError, ActionSpec, SendResult, excerpt
+from postee.actions.retry import RetryPolicy
 
 USER_AGENT = f"postee-py/{__version__}"
 
@@ -140,3 +141,38 @@ def parse_retry_after(value: str | None) -> float | None:
     except ValueError:
         return None
     return seconds if seconds >= 0 else None
+
+
+class HttpClientAction(Action):
+    """Base of actions that talk HTTP: one reused `httpx.AsyncClient`, opened and closed with the action.
+
+    Subclasses set `self.verify` (True, False or a CA file) and may override `client_options()` (auth,
+    base_url, default headers, a transport for a unix socket); `self.client` is ready in `send`.
+    """
+
+    verify: Verify = True
+
+    def __init__(self, spec: ActionSpec, *, retry_policy: RetryPolicy) -> None:
+        super().__init__(spec, retry_policy=retry_policy)
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def timeout(self) -> float:
+        return self.retry_policy.timeout
+
+    @property
+    def client(self) -> httpx.AsyncClient | None:
+        return self._client
+
+    def client_options(self) -> dict[str, Any]:
+        """Extra keyword arguments for `open_http_client` (e.g. `auth=`, `base_url=`, `headers=`)."""
+        return {}
+
+    async def open(self) -> None:
+        if self._client is None:
+            self._client = await open_http_client(timeout=self.timeout, verify=self.verify, **self.client_options())
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
