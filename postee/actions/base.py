@@ -50,8 +50,8 @@ class ActionSpec:
     type: str
     enable: bool = True
     runs_on: str | None = None
-    settings: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping, hash=False)
-    """Read-only; compared by `==` (a reload restarts only the actions whose spec changed), not hashed."""
+    settings: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping, hash=False, repr=False)
+    """Read-only; compared by `==`, not hashed, and never in the repr: it holds secrets (passwords, tokens)."""
 
 
 @attrs.frozen

@@ -17,6 +17,19 @@ BUILTIN_MODULES = (
     "postee.actions.webhook",
     "postee.actions.http",
     "postee.actions.exec",
+    "postee.actions.slack",
+    "postee.actions.teams",
+    "postee.actions.jira",
+    "postee.actions.servicenow",
+    "postee.actions.splunk",
+    "postee.actions.opsgenie",
+    "postee.actions.pagerduty",
+    "postee.actions.email",
+    "postee.actions.dependencytrack",
+    "postee.actions.nexusiq",
+    "postee.actions.awssecurityhub",
+    "postee.actions.kubernetes",
+    "postee.actions.docker",
 )
 """Modules defining the built-in action types, imported (and so registered) on first lookup."""
 
