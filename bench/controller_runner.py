@@ -16,8 +16,9 @@ each arrival with `time.monotonic()` (one clock for every process on Linux).
 * **events/s**: `--events` events `{"seq": i, "sent_at": time.monotonic()}` posted with
   `--concurrency` connections (a 503 is retried); N / (first POST -> last sink arrival).
 * **latency** p50/p99: `--paced` events at each of `--rates` events/s (default 50, 25 and 10) on one
-  connection, `sent_at` -> sink arrival. Also printed: the CPU time each process (with its children)
-  spent per event during the events/s run.
+  connection, `sent_at` -> sink arrival. Each phase starts once the controller has counted every
+  execution report of the previous one (the runner's outbox, one FIFO, is then empty). Also
+  printed: the CPU time each process (with its children) spent per event in the events/s run.
 * **floor**: afterwards (the nodes stopped), the pure-asyncio nats-py publisher -> subscriber rate
   of `bench/bridge.py` (`--floor-messages` x `--floor-size` B, median of `--floor-repeat`) on a fresh
   nats-server. The end-to-end path has two HTTP hops, Rego on both nodes, an exec per event and an
@@ -321,6 +322,25 @@ class Bench:
             await asyncio.sleep(0.02)
         raise BenchError(f"only {got}/{want} events reached the sink within {self.args.timeout:g}s")
 
+    async def wait_outbox(self, client, executions: int) -> None:
+        """Wait until the controller counted `executions` execution reports from the runner: the runner's outbox
+        (events and execution reports, one FIFO) is then empty, and the next phase does not queue behind it."""
+        deadline = time.monotonic() + self.args.timeout
+        got = 0.0
+        while time.monotonic() < deadline:
+            text = (await client.get(f"http://127.0.0.1:{self.controller_port}/metrics")).text
+            got = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("postee_runner_executions_total{")
+            )
+            if got >= executions:
+                return
+            await asyncio.sleep(0.05)
+        raise BenchError(
+            f"only {got:g}/{executions} execution reports reached the controller in {self.args.timeout:g}s"
+        )
+
     async def results(self, client) -> dict[int, tuple[float, float]]:
         data = (await client.get(f"http://127.0.0.1:{self.sink_port}/results")).json()
         if data["bad"]:
@@ -340,6 +360,8 @@ class Bench:
             for i in range(a.warmup):
                 await self.post(client, WARMUP_BASE + i)
             await self.wait_sink(client, WARMUP_BASE, WARMUP_BASE + a.warmup)
+            await self.wait_outbox(client, a.warmup)
+            executions = a.warmup
             self.retries_503 = 0
 
             # throughput: --events events over --concurrency connections
@@ -357,6 +379,9 @@ class Bench:
             await asyncio.gather(*(worker() for _ in range(a.concurrency)))
             await self.wait_sink(client, 0, a.events)
             arrivals = await self.results(client)
+            drained = time.monotonic()
+            await self.wait_outbox(client, executions := executions + a.events)
+            outbox_tail = time.monotonic() - drained
             cpu = {name: (cpu_seconds(proc.pid) - cpu0[name]) / a.events * 1000 for name, proc in self.procs}
             burst = [arrivals[i] for i in range(a.events)]
             last = max(arrival for _, arrival in burst)
@@ -373,6 +398,7 @@ class Bench:
                         await asyncio.sleep(delay)
                     await self.post(client, base + i)
                 await self.wait_sink(client, base, base + a.paced)
+                await self.wait_outbox(client, executions := executions + a.paced)
                 arrivals = await self.results(client)
                 paced[rate] = [arrivals[base + i][1] - arrivals[base + i][0] for i in range(a.paced)]
             burst_lat = [arrival - sent for sent, arrival in burst]
@@ -394,6 +420,7 @@ class Bench:
             },
             "cpu_ms_per_event": cpu,
             "retries_503": retries_burst,
+            "outbox_tail": outbox_tail,
             "retries_503_paced": self.retries_503 - retries_burst,
         }
 
@@ -469,9 +496,10 @@ def main() -> None:
         f"{'  burst latency p50 / p99 (ms, queueing included)':<58} {r['burst_p50_ms']:>10.1f} / "
         f"{r['burst_p99_ms']:.1f}"
     )
+    print(f"{'  then until the last execution report reached it (s)':<58} {r['outbox_tail']:>10.2f}")
     print(f"{'  503 retries (burst / paced)':<58} {r['retries_503']:>10} / {r['retries_503_paced']}")
     cpu = ", ".join(f"{name} {ms:.1f}" for name, ms in r["cpu_ms_per_event"].items())
-    print(f"{'  CPU ms per event during the burst (process + children)':<58} {cpu}")
+    print(f"{'  CPU ms per event, burst + outbox tail (with children)':<58} {cpu}")
     for rate, (p50, p99, worst, slow) in r["paced"].items():
         label = f"event -> controller action p50 / p99 / max (ms) at {rate:g}/s"
         print(f"{label:<58} {p50:>10.2f} / {p99:.2f} / {worst:.2f}  ({slow}/{args.paced} over {SLOW * 1000:g} ms)")

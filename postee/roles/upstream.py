@@ -181,9 +181,9 @@ class Upstream:
         """Send outbox messages oldest first, one at a time (order is kept), until acknowledged."""
         delay = self.backoff.initial
         while True:
+            self._wake = trio.Event()  # before reading: an item added meanwhile still wakes us
             items = await self.store.outbox_pending(OUTBOX_BATCH)
             if not items:
-                self._wake = trio.Event()
                 with trio.move_on_after(OUTBOX_IDLE_POLL):
                     await self._wake.wait()
                 continue
