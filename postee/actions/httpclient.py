@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit
 
 import httpx
@@ -22,7 +22,7 @@ import trio
 
 from postee import __version__
 from postee.actions.base import MAX_OUTPUT_CHARS, Action, ActionError, ActionSpec, SendResult, excerpt
-from postee.actions.retry import RetryPolicy
+from postee.actions.retry import RETRY_SETTINGS, RetryPolicy
 
 USER_AGENT = f"postee-py/{__version__}"
 
@@ -176,3 +176,23 @@ class HttpClientAction(Action):
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+
+
+class UrlAction(HttpClientAction):
+    """An HTTP action configured by a single `url` (webhook, slack, teams): the settings part they share."""
+
+    settings_keys: ClassVar[frozenset[str]] = RETRY_SETTINGS | {"url"}
+
+    def __init__(self, spec: ActionSpec, *, retry_policy: RetryPolicy, url: str) -> None:
+        super().__init__(spec, retry_policy=retry_policy)
+        self.url = url
+
+    @classmethod
+    def from_spec(cls, spec: ActionSpec) -> Self:
+        from postee.actions.settings import SettingsReader
+
+        settings = SettingsReader(spec)
+        url = settings.url("url", required=True)
+        policy = settings.retry_policy(cls.default_timeout)
+        settings.done()
+        return cls(spec, retry_policy=policy, url=url)

@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import json
 import weakref
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 from postee.actions.base import ActionError, ActionSpec, Delivery, SendResult
-from postee.actions.httpclient import HttpClientAction, send_request
+from postee.actions.httpclient import UrlAction, send_request
 from postee.actions.registry import register
-from postee.actions.retry import RETRY_SETTINGS, RetryPolicy
-from postee.actions.settings import SettingsReader
+from postee.actions.retry import RetryPolicy
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds per request (Postee sets no limit)."""
@@ -60,24 +59,14 @@ class BlocksError(ValueError):
 
 
 @register
-class SlackAction(HttpClientAction):
+class SlackAction(UrlAction):
     type_name: ClassVar[str] = "slack"
-    settings_keys: ClassVar[frozenset[str]] = RETRY_SETTINGS | {"url"}
     default_timeout: ClassVar[float] = DEFAULT_TIMEOUT
 
     def __init__(self, spec: ActionSpec, *, retry_policy: RetryPolicy, url: str) -> None:
-        super().__init__(spec, retry_policy=retry_policy)
-        self.url = url
+        super().__init__(spec, retry_policy=retry_policy, url=url)
         self._progress: dict[int, int] = {}
         """id(delivery) -> messages of it Slack already accepted, while a split report is partly sent."""
-
-    @classmethod
-    def from_spec(cls, spec: ActionSpec) -> Self:
-        settings = SettingsReader(spec)
-        url = settings.url("url", required=True)
-        policy = settings.retry_policy(DEFAULT_TIMEOUT)
-        settings.done()
-        return cls(spec, retry_policy=policy, url=url)
 
     async def send(self, delivery: Delivery) -> SendResult:
         try:

@@ -25,13 +25,11 @@ from __future__ import annotations
 import html
 import json
 import re
-from typing import ClassVar, Self
+from typing import ClassVar
 
-from postee.actions.base import ActionError, ActionSpec, Delivery, SendResult, as_text
-from postee.actions.httpclient import HttpClientAction, describe_url, send_request
+from postee.actions.base import ActionError, Delivery, SendResult, as_text
+from postee.actions.httpclient import UrlAction, describe_url, send_request
 from postee.actions.registry import register
-from postee.actions.retry import RETRY_SETTINGS, RetryPolicy
-from postee.actions.settings import SettingsReader
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds per request (Postee sets no limit)."""
@@ -66,22 +64,9 @@ _ENTITY_TAIL = re.compile(r"&#?[A-Za-z0-9]{0,10}$")
 
 
 @register
-class TeamsAction(HttpClientAction):
+class TeamsAction(UrlAction):
     type_name: ClassVar[str] = "teams"
-    settings_keys: ClassVar[frozenset[str]] = RETRY_SETTINGS | {"url"}
     default_timeout: ClassVar[float] = DEFAULT_TIMEOUT
-
-    def __init__(self, spec: ActionSpec, *, retry_policy: RetryPolicy, url: str) -> None:
-        super().__init__(spec, retry_policy=retry_policy)
-        self.url = url
-
-    @classmethod
-    def from_spec(cls, spec: ActionSpec) -> Self:
-        settings = SettingsReader(spec)
-        url = settings.url("url", required=True)
-        policy = settings.retry_policy(DEFAULT_TIMEOUT)
-        settings.done()
-        return cls(spec, retry_policy=policy, url=url)
 
     async def send(self, delivery: Delivery) -> SendResult:
         text = build_text(delivery.title, delivery.description, as_text(delivery.content.get("url")))

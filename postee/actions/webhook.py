@@ -6,13 +6,11 @@ The description is sent verbatim (templates for webhooks render JSON), with
 
 from __future__ import annotations
 
-from typing import ClassVar, Self
+from typing import ClassVar
 
-from postee.actions.base import ActionSpec, Delivery, SendResult
-from postee.actions.httpclient import HttpClientAction, send_request
+from postee.actions.base import Delivery, SendResult
+from postee.actions.httpclient import UrlAction, send_request
 from postee.actions.registry import register
-from postee.actions.retry import RETRY_SETTINGS, RetryPolicy
-from postee.actions.settings import SettingsReader
 
 DEFAULT_TIMEOUT = 120.0
 """Postee's webhook timeout."""
@@ -21,22 +19,9 @@ CONTENT_TYPE = "application/json"
 
 
 @register
-class WebhookAction(HttpClientAction):
+class WebhookAction(UrlAction):
     type_name: ClassVar[str] = "webhook"
-    settings_keys: ClassVar[frozenset[str]] = RETRY_SETTINGS | {"url"}
     default_timeout: ClassVar[float] = DEFAULT_TIMEOUT
-
-    def __init__(self, spec: ActionSpec, *, retry_policy: RetryPolicy, url: str) -> None:
-        super().__init__(spec, retry_policy=retry_policy)
-        self.url = url
-
-    @classmethod
-    def from_spec(cls, spec: ActionSpec) -> Self:
-        settings = SettingsReader(spec)
-        url = settings.url("url", required=True)
-        policy = settings.retry_policy(DEFAULT_TIMEOUT)
-        settings.done()
-        return cls(spec, retry_policy=policy, url=url)
 
     async def send(self, delivery: Delivery) -> SendResult:
         body = delivery.description.encode("utf-8")
