@@ -397,7 +397,7 @@ async def test_a_silent_server_times_out():
         async with action:
             report = await send_with_retries(action, DELIVERY)
     assert not report.ok and report.error.retryable and "timed out" in report.error.message
-    assert trio.current_time() - started < 2
+    assert trio.current_time() - started < 10  # the 0.2s limit, not a hang
 
 
 # --- config ----------------------------------------------------------------------------------------
