@@ -214,3 +214,55 @@ async def test_controller_reload_makes_runners_fetch_their_new_slice(tmp_path):
         assert (await c_client.get("/reload", params={"key": key})).status_code == 200
         await eventually(lambda: "renamed-runner-route" in runner.node.pipeline.routes, timeout=60)
         assert "runner-only-route" not in runner.node.pipeline.routes
+
+
+async def test_two_runners_each_get_their_own_slice_and_report_upstream(tmp_path):
+    bus = InMemoryBus()
+    async with open_http_sink() as sink:
+        cfg = f"""
+routes:
+  - name: findings
+    input: contains(input.SigMetadata.ID, "TRC-")
+    actions: [local-a, local-b, central]
+    template: raw-json
+templates:
+  - name: raw-json
+    rego-package: postee.rawmessage.json
+actions:
+  - name: local-a
+    type: http
+    enable: true
+    runs-on: runner-a
+    url: {sink.url}/a
+    body-content: "a event.input.n"
+  - name: local-b
+    type: http
+    enable: true
+    runs-on: runner-b
+    url: {sink.url}/b
+    body-content: "b event.input.n"
+  - name: central
+    type: http
+    enable: true
+    url: {sink.url}/central
+    body-content: "central event.input.n"
+"""
+        async with running_controller(tmp_path, cfg, bus.connect("controller"), heartbeat_interval=0.2) as (
+            controller, c_client
+        ), running_runner(tmp_path, "runner-a", bus.connect("runner-a"), heartbeat_interval=0.2) as (
+            runner_a, a_client
+        ), running_runner(tmp_path, "runner-b", bus.connect("runner-b"), heartbeat_interval=0.2) as (
+            runner_b, b_client
+        ):
+            assert set(runner_a.node.pipeline.actions) == {"local-a"}
+            assert set(runner_b.node.pipeline.actions) == {"local-b"}
+            assert set(controller.node.pipeline.actions) == {"central"}
+            await a_client.post("/", content=tracee("TRC-1", 1))
+            await b_client.post("/", content=tracee("TRC-1", 2))
+            await eventually(lambda: len(sink.requests) == 4)
+            await trio.sleep(0.5)
+            assert sorted(r.text.strip() for r in sink.requests) == ["a 1", "b 2", "central 1", "central 2"]
+            await eventually(lambda: {r["name"]: r["state"] for r in json.loads(controller.registry.runners_json())}
+                             == {"runner-a": "up", "runner-b": "up"})
+            sources = sorted(e["source"] for e in (await c_client.get("/events")).json())
+            assert sources == ["runner-a", "runner-b"]
