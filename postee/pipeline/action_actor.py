@@ -117,7 +117,7 @@ class ActionActor(Actor[ActionJob]):
             self.metrics.action_sends.labels(action.name, action.spec.type.lower(), status).inc()
             self.metrics.action_duration.labels(action.name).observe(report.duration)
         if self.on_execution is not None:
-            reported = self.on_execution(
+            await self._report(
                 Execution(
                     action=action.name,
                     action_type=action.spec.type.lower(),
@@ -131,10 +131,20 @@ class ActionActor(Actor[ActionJob]):
                     output=report.output,
                 )
             )
-            if inspect.isawaitable(reported):
-                await reported
         if job.done is not None:
             job.done.send(report)
+
+    async def _report(self, execution: Execution) -> None:
+        """Hand the execution to the hook; its failure (say, a full disk under the outbox) is logged, not
+        allowed to crash the actor and lose the other sends in flight."""
+        assert self.on_execution is not None
+        try:
+            reported = self.on_execution(execution)
+            if inspect.isawaitable(reported):
+                await reported
+        except Exception as exc:
+            log.error("execution report failed", action=execution.action, event_id=execution.event_id,
+                      error=f"{type(exc).__name__}: {exc}")
 
     def _on_attempt(self, attempt: AttemptReport) -> None:
         if attempt.retry_in is None:

@@ -264,7 +264,11 @@ class Node:
         self.recent.add(event)
         self.metrics.events_received.labels(event.source).inc()
         if self.on_accepted is not None:
-            await self.on_accepted(event)
+            try:
+                await self.on_accepted(event)
+            except Exception as exc:  # e.g. the runner's outbox on a full disk: the event still runs here
+                log.error("accepted event could not be reported upstream", event_id=event.id,
+                          error=f"{type(exc).__name__}: {exc}")
 
     def route_names(self) -> list[str]:
         return list(self.pipeline.routes) if self.pipeline else []
