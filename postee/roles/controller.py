@@ -116,6 +116,9 @@ class Controller:
                     await handler(message)
                 except TransportError as exc:
                     log.warning("could not answer on the bus", subject=subject, error=str(exc))
+                except Exception as exc:  # one bad message (or a store hiccup) must not stop the subscription
+                    log.error("message not handled; the sender will resend it", subject=subject,
+                              error=f"{type(exc).__name__}: {exc}")
 
     async def _reply(self, message: Message, data: bytes, headers: dict[str, str] | None = None) -> None:
         if message.reply:
