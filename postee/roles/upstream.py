@@ -38,6 +38,7 @@ from postee.config import Config, ConfigError, Severity, parse_config
 from postee.config.runner_slice import config_version
 from postee.pipeline.action_actor import Execution
 from postee.pipeline.events import Event
+from postee.store.errors import StoreError
 
 log = structlog.get_logger("postee.runner")
 
@@ -182,7 +183,13 @@ class Upstream:
         delay = self.backoff.initial
         while True:
             self._wake = trio.Event()  # before reading: an item added meanwhile still wakes us
-            items = await self.store.outbox_pending(OUTBOX_BATCH)
+            try:
+                items = await self.store.outbox_pending(OUTBOX_BATCH)
+            except StoreError as exc:  # the messages stay where they are; try again later
+                log.error("outbox unreadable; retrying", error=str(exc), retry_in=delay)
+                await trio.sleep(delay)
+                delay = self.backoff.next(delay)
+                continue
             if not items:
                 with trio.move_on_after(OUTBOX_IDLE_POLL):
                     await self._wake.wait()
@@ -203,9 +210,19 @@ class Upstream:
                     await trio.sleep(delay)
                     delay = self.backoff.next(delay)
                     break
-                await self.store.outbox_ack([item.id])
+                try:
+                    await self.store.outbox_ack([item.id])
+                except StoreError as exc:  # resent later; the controller drops the duplicate by its id
+                    log.error("outbox acknowledgement not recorded", error=str(exc))
+                    break
                 self.sent += 1
                 delay = self.backoff.initial
+
+    async def _outbox_count(self) -> int:
+        try:
+            return await self.store.outbox_count()
+        except StoreError:
+            return -1
 
     async def send_heartbeats(self, interval: float = HEARTBEAT_INTERVAL) -> None:
         while True:
@@ -215,7 +232,7 @@ class Upstream:
                 config_version=self.config_version,
                 events=self.events_reported,
                 executions=self.executions_reported,
-                outbox=await self.store.outbox_count(),
+                outbox=await self._outbox_count(),
             )
             try:
                 await self.transport.publish(HEARTBEAT_SUBJECT, beat.to_json())
