@@ -1172,30 +1172,13 @@ class NatsTransport:
 
 
 async def connect_nats_transport(
-    nursery: trio.Nursery,
-    servers: str | Sequence[str],
-    *,
-    name: str,
-    tls_ca: str | None = None,
-    tls_cert: str | None = None,
-    tls_key: str | None = None,
-    nkey_seed_file: str | None = None,
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-    **options: Any,
+    nursery: trio.Nursery, servers: str | Sequence[str], *, name: str, **options: Any
 ) -> NatsTransport:
     """Connect and return a transport whose lifetime is tied to `nursery`: it is closed when the
     nursery is cancelled, and `await transport.aclose()` closes it earlier (the nursery's
-    background task then ends)."""
-    transport = NatsTransport(
-        servers,
-        name=name,
-        tls_ca=tls_ca,
-        tls_cert=tls_cert,
-        tls_key=tls_key,
-        nkey_seed_file=nkey_seed_file,
-        connect_timeout=connect_timeout,
-        **options,
-    )
+    background task then ends). `options` are `NatsTransport`'s (tls_ca, tls_cert, tls_key,
+    nkey_seed_file, connect_timeout, ...)."""
+    transport = NatsTransport(servers, name=name, **options)
     await transport._start()
     nursery.start_soon(transport._watch)
     return transport
@@ -1203,31 +1186,15 @@ async def connect_nats_transport(
 
 @asynccontextmanager
 async def open_nats_transport(
-    servers: str | Sequence[str],
-    *,
-    name: str,
-    tls_ca: str | None = None,
-    tls_cert: str | None = None,
-    tls_key: str | None = None,
-    nkey_seed_file: str | None = None,
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-    **options: Any,
+    servers: str | Sequence[str], *, name: str, **options: Any
 ) -> AsyncIterator[NatsTransport]:
     """`async with open_nats_transport("nats://127.0.0.1:4222", name="runner-1") as transport:`
 
     Connects (bounded by `connect_timeout`: `TransportUnavailable` when nothing answers,
     `TransportAuthError` at once when the server refuses our NKey or TLS identity), yields the
-    transport, and on exit sends what was accepted, closes the link and joins the thread."""
-    transport = NatsTransport(
-        servers,
-        name=name,
-        tls_ca=tls_ca,
-        tls_cert=tls_cert,
-        tls_key=tls_key,
-        nkey_seed_file=nkey_seed_file,
-        connect_timeout=connect_timeout,
-        **options,
-    )
+    transport, and on exit sends what was accepted, closes the link and joins the thread. `options`
+    are `NatsTransport`'s (tls_ca, tls_cert, tls_key, nkey_seed_file, connect_timeout, ...)."""
+    transport = NatsTransport(servers, name=name, **options)
     await transport._start()
     try:
         yield transport

@@ -418,36 +418,31 @@ def bind_repeated_refs_in_body(body: list[Item], fresh: _Fresh) -> None:
         body[start:end] = [*literal[:lead], *insertions[number], *literal[lead:]]
 
 
-def bind_repeated_refs(items: list[Item], fresh: _Fresh, top: bool = True) -> None:
+def _each_body(items: list[Item], fresh: _Fresh, rewrite: Callable[[list[Item], _Fresh], None],
+               top: bool = True) -> None:
+    """Apply `rewrite` to every rule and comprehension body, innermost first."""
+    for index, item in enumerate(items):
+        if not isinstance(item, Group):
+            continue
+        _each_body(item.items, fresh, rewrite, top=False)
+        if is_comprehension(item):
+            bar = split_top(item.items, "|")
+            assert bar is not None
+            body = item.items[bar + 1 :]
+            rewrite(body, fresh)
+            item.items[bar + 1 :] = body
+        elif top and item.open.text == "{" and opens_rule_body(items, index):
+            rewrite(item.items, fresh)
+
+
+def bind_repeated_refs(items: list[Item], fresh: _Fresh) -> None:
     """Apply `bind_repeated_refs_in_body` to every rule and comprehension body."""
-    for index, item in enumerate(items):
-        if not isinstance(item, Group):
-            continue
-        bind_repeated_refs(item.items, fresh, top=False)
-        if is_comprehension(item):
-            bar = split_top(item.items, "|")
-            assert bar is not None
-            body = item.items[bar + 1 :]
-            bind_repeated_refs_in_body(body, fresh)
-            item.items[bar + 1 :] = body
-        elif top and item.open.text == "{" and opens_rule_body(items, index):
-            bind_repeated_refs_in_body(item.items, fresh)
+    _each_body(items, fresh, bind_repeated_refs_in_body)
 
 
-def hoist_iteration(items: list[Item], fresh: _Fresh, top: bool = True) -> None:
+def hoist_iteration(items: list[Item], fresh: _Fresh) -> None:
     """Apply `hoist_iteration_in_body` to every rule and comprehension body, innermost first."""
-    for index, item in enumerate(items):
-        if not isinstance(item, Group):
-            continue
-        hoist_iteration(item.items, fresh, top=False)
-        if is_comprehension(item):
-            bar = split_top(item.items, "|")
-            assert bar is not None
-            body = item.items[bar + 1 :]
-            hoist_iteration_in_body(body, fresh)
-            item.items[bar + 1 :] = body
-        elif top and item.open.text == "{" and opens_rule_body(items, index):
-            hoist_iteration_in_body(item.items, fresh)
+    _each_body(items, fresh, hoist_iteration_in_body)
 
 
 def _some_pair(literal: list[Item]) -> tuple[int, list[str], int] | None:

@@ -26,6 +26,25 @@ def event_bytes(name: str) -> bytes:
     raise FileNotFoundError(name)
 
 
+def webhook_route(url: str, *, route: str = "r", serialize: bool = False) -> str:
+    """A config with one route sending every event, rendered raw, to a `webhook` action at `url`."""
+    return f"""
+routes:
+  - name: {route}
+    serialize-actions: {"true" if serialize else "false"}
+    actions: [hook]
+    template: raw
+templates:
+  - name: raw
+    rego-package: postee.rawmessage.json
+actions:
+  - name: hook
+    type: webhook
+    enable: true
+    url: {url}
+"""
+
+
 @asynccontextmanager
 async def running_node(
     tmp_path: Path,

@@ -4,7 +4,7 @@ import json
 
 import trio
 
-from tests.daemon.helpers import event_bytes, running_node
+from tests.daemon.helpers import event_bytes, running_node, webhook_route
 from tests.helpers.http_sink import Reply, open_http_sink
 
 STDOUT_ONLY = """
@@ -75,21 +75,7 @@ async def test_ingest_token_protects_intake_and_events(tmp_path):
 
 async def test_full_intake_answers_503_with_retry_after(tmp_path):
     async with open_http_sink(default=Reply(200, delay=1.0)) as sink:
-        cfg = f"""
-routes:
-  - name: slow
-    serialize-actions: true
-    actions: [hook]
-    template: raw
-templates:
-  - name: raw
-    rego-package: postee.rawmessage.json
-actions:
-  - name: hook
-    type: webhook
-    enable: true
-    url: {sink.url}/hook
-"""
+        cfg = webhook_route(f"{sink.url}/hook", route="slow", serialize=True)
         async with running_node(tmp_path, cfg, intake_capacity=1, mailbox_capacity=1, stop_grace=0.5) as (node, client):
             statuses = []
             for i in range(12):
@@ -136,20 +122,7 @@ actions:
 async def test_reload_with_good_and_bad_config(tmp_path):
     async with open_http_sink() as sink:
         cfg_v1 = STDOUT_ONLY
-        cfg_v2 = f"""
-routes:
-  - name: to-sink
-    actions: [hook]
-    template: raw
-templates:
-  - name: raw
-    rego-package: postee.rawmessage.json
-actions:
-  - name: hook
-    type: webhook
-    enable: true
-    url: {sink.url}/v2
-"""
+        cfg_v2 = webhook_route(f"{sink.url}/v2", route="to-sink")
         async with running_node(tmp_path, cfg_v1, environ={"POSTEE_API_KEY": "k1"}) as (node, client):
             assert (await client.get("/reload", params={"key": "wrong"})).status_code == 403
             (tmp_path / "cfg.yaml").write_text(cfg_v2)

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import trio
 
+from tests.daemon.helpers import webhook_route
 from tests.helpers.http_sink import Reply, open_http_sink
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,21 +48,7 @@ async def wait_ready(client: httpx.AsyncClient, proc: subprocess.Popen) -> None:
 
 async def test_sigterm_drains_queued_events_then_exits_cleanly(tmp_path):
     async with open_http_sink(default=Reply(200, delay=0.05)) as sink:
-        cfg = f"""
-routes:
-  - name: r
-    serialize-actions: true
-    actions: [hook]
-    template: raw
-templates:
-  - name: raw
-    rego-package: postee.rawmessage.json
-actions:
-  - name: hook
-    type: webhook
-    enable: true
-    url: {sink.url}/hook
-"""
+        cfg = webhook_route(f"{sink.url}/hook", serialize=True)
         port = free_port()
         proc = start_postee(tmp_path, cfg, port, "--stop-grace", "30")
         try:
@@ -84,20 +71,7 @@ actions:
 
 async def test_sighup_reloads_and_a_bad_config_keeps_the_running_one(tmp_path):
     async with open_http_sink() as sink:
-        v1 = f"""
-routes:
-  - name: r
-    actions: [hook]
-    template: raw
-templates:
-  - name: raw
-    rego-package: postee.rawmessage.json
-actions:
-  - name: hook
-    type: webhook
-    enable: true
-    url: {sink.url}/v1
-"""
+        v1 = webhook_route(f"{sink.url}/v1")
         port = free_port()
         proc = start_postee(tmp_path, v1, port)
         try:

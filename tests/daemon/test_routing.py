@@ -5,7 +5,7 @@ import json
 
 import trio
 
-from tests.daemon.helpers import event_bytes, running_node
+from tests.daemon.helpers import event_bytes, running_node, webhook_route
 from tests.helpers.http_sink import Reply, open_http_sink
 
 
@@ -216,21 +216,7 @@ async def test_events_of_different_cost_still_arrive_in_order(tmp_path):
     # Big events take longer to render than small ones; the route prepares several at once but
     # must hand them over in arrival order.
     async with open_http_sink() as sink:
-        cfg = f"""
-routes:
-  - name: ordered
-    serialize-actions: true
-    actions: [hook]
-    template: raw
-templates:
-  - name: raw
-    rego-package: postee.rawmessage.json
-actions:
-  - name: hook
-    type: webhook
-    enable: true
-    url: {sink.url}/hook
-"""
+        cfg = webhook_route(f"{sink.url}/hook", route="ordered", serialize=True)
         async with running_node(tmp_path, cfg) as (node, client):
             for n in range(12):
                 padding = "x" * (200_000 if n % 3 == 0 else 10)
