@@ -303,7 +303,8 @@ def test_config_problems_name_the_key(settings, key):
 
 
 def test_no_settings_at_all_is_valid():
-    AwsSecurityHubAction.from_spec(ActionSpec(name="hub", type="awssecurityhub"))
+    action = AwsSecurityHubAction.from_spec(ActionSpec(name="hub", type="awssecurityhub"))
+    assert action.name == "hub" and action.retry_policy.retries >= 0  # region and credentials: the standard chain
 
 
 def test_without_boto3_the_config_says_to_install_the_extra():

@@ -231,7 +231,9 @@ async def test_compile_error_names_file_and_line(pool, library):
 
 
 async def test_check_template_accepts_a_good_template(pool, library):
-    await check_template(pool, package_template("test.plain", library), {"image": "x"})
+    template = package_template("test.plain", library)
+    assert await check_template(pool, template, {"image": "x"}) is None  # raises TemplateError otherwise
+    assert (await render(pool, template, {"image": "x"})).title
 
 
 async def test_body_template_uses_common_helpers_and_result_search(pool, library):
