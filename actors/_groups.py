@@ -30,11 +30,21 @@ def unwrap(exc: BaseException) -> BaseException:
 
 @contextmanager
 def one_error() -> Iterator[None]:
-    """Re-raise an exception group holding one real error as that error (the public boundary rule)."""
+    """Re-raise an exception group holding one real error as that error (the public boundary rule).
+
+    The error leaves as it was raised: same `__cause__`, same `__context__` (and whether that is
+    shown). Raising it while the group is being handled would chain the group as its context, and
+    a traceback would then show the error twice, the second time wrapped in the group.
+    """
     try:
         yield
     except BaseExceptionGroup as group:
         single = unwrap(group)
         if single is group:
             raise
-        raise single from single.__cause__
+        context, suppress = single.__context__, single.__suppress_context__
+        try:
+            raise single from single.__cause__
+        finally:  # `raise` has just set the group as the context: put back the error's own
+            single.__context__ = context
+            single.__suppress_context__ = suppress

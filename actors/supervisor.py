@@ -126,10 +126,17 @@ class Supervisor:
         *,
         on_event: Callable[[SupervisorEvent], None] | None = None,
         stop_grace: float = DEFAULT_STOP_GRACE,
+        fail_fast_on_start: bool = False,
     ) -> None:
+        """`fail_fast_on_start`: a child that fails before it is ready, while the supervisor itself is
+        starting, is not restarted: its error leaves `run` (and so the starter's `nursery.start`) at
+        once, as in OTP, where a child whose init fails makes its supervisor's start fail. For
+        children whose first failure means a wrong setting (an unreachable bus, a refused
+        credential) rather than bad luck; every later crash is restarted as usual."""
         self.name = name
         self.policy = policy or RestartPolicy()
         self.stop_grace = stop_grace
+        self.fail_fast_on_start = fail_fast_on_start
         self._on_event = on_event
         self._children: list[_Child] = []
         self._history: collections.deque[float] = collections.deque()
@@ -137,6 +144,7 @@ class Supervisor:
         self._stop_requested = trio.Event()
         self._stop_deadline: float | None = None
         self._finished = trio.Event()
+        self._started = False
         self.restart_count = 0
 
     # -- public API ----------------------------------------------------------------------------
@@ -172,13 +180,14 @@ class Supervisor:
                         for entry in list(self._children):
                             await generation.start(self._child_task, entry)
                         if not reported:
+                            self._started = True
                             task_status.started(self)
                             reported = True
                         await self._stop_requested.wait()
                         await self._stop_children()
                         generation.cancel_scope.cancel()
                     return
-                except BaseException as exc:  # noqa: BLE001 - inspected, re-raised unless ours
+                except BaseException as exc:  # inspected, re-raised unless ours
                     restart_all = [e for e in leaves(exc) if isinstance(e, _RestartAll)]
                     gave_up = [e for e in leaves(exc) if isinstance(e, SupervisorGaveUp)]
                     if gave_up:
@@ -239,10 +248,12 @@ class Supervisor:
                     self._emit(EventKind.EXITED, child.name)
                     self._children.remove(child)
                     return
-                except BaseException as exc:  # noqa: BLE001 - classified below
+                except BaseException as exc:  # classified below
                     child.running = False
                     error = _crash_of(exc)
                     if error is None:
+                        raise
+                    if self.fail_fast_on_start and not self._started:
                         raise
                     if self._stop_requested.is_set():
                         self._emit(EventKind.CRASHED, child.name, error=error)

@@ -19,7 +19,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from actors import Actor, Address, Lane  # noqa: E402
+from actors import Actor, Address, Lane
 
 CAPACITY = 100
 

@@ -41,7 +41,7 @@ import nats  # noqa: E402
 import nats.errors  # noqa: E402
 
 from actors.errors import NoResponders  # noqa: E402
-from postee.bus.bridge import open_nats_transport  # noqa: E402
+from postee.bus.nats_transport import open_nats_transport  # noqa: E402
 
 SUBJECT = "postee.events"
 #: Should not happen any more (see `flush_twice`); counted, retried and left out of the samples if it does.

@@ -295,7 +295,7 @@ class Daemon:
                if not k.startswith(("POSTEE_", "AQUAALERT_")) and k != "REGO_FILTERS_PATH"}
         env["PATH_TO_DB"] = str(workdir / "webhooks.db")
         self.log_path = workdir / f"daemon-{engine}.log"
-        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.log = open(self.log_path, "wb")  # closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "postee", "--cfgfile", str(cfg), "--url", f"127.0.0.1:{self.port}",
              "--tls", "off", "--rego-workers", str(WORKERS), "--rego-engine", engine],
@@ -310,7 +310,7 @@ class Daemon:
             try:
                 if client.get(f"{self.url}/readyz").status_code == 200:
                     return
-            except Exception:  # noqa: BLE001 - not listening yet
+            except Exception:  # not listening yet
                 pass
             time.sleep(0.2)
         raise TimeoutError(f"daemon not ready after {START_TIMEOUT}s:\n{self.tail()}")

@@ -28,10 +28,10 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from postee.rego.backends import get_backend  # noqa: E402
-from postee.rego.library import TemplateLibrary  # noqa: E402
-from postee.rego.pool import default_workers, open_rego_pool  # noqa: E402
-from postee.rego.render import augment_event, package_template, render  # noqa: E402
+from postee.rego.backends import get_backend
+from postee.rego.library import TemplateLibrary
+from postee.rego.pool import default_workers, open_rego_pool
+from postee.rego.render import augment_event, package_template, render
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "compat"
 DEFAULT_BACKENDS = ("regopy", "regorus")

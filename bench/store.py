@@ -22,9 +22,9 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from postee.store import open_store  # noqa: E402
-from postee.store.connection import open_connection  # noqa: E402
-from postee.store.sqlite import _DEDUP_SEEN  # noqa: E402
+from postee.store import open_store
+from postee.store.connection import open_connection
+from postee.store.operations import DEDUP_SEEN
 
 TTL = 3600.0
 T0 = 1_700_000_000.0
@@ -40,7 +40,7 @@ def raw(path: Path, ops: int) -> float:
         start = time.perf_counter()
         for i, key in enumerate(keys(ops)):
             now = T0 + i * 1e-3
-            conn.execute(_DEDUP_SEEN, ("route", key, now + TTL, now)).fetchall()
+            conn.execute(DEDUP_SEEN, ("route", key, now + TTL, now)).fetchall()
         return ops / (time.perf_counter() - start)
     finally:
         conn.close()

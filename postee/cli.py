@@ -12,12 +12,16 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import structlog
 import trio
 
 from postee import cli_rego
+
+if TYPE_CHECKING:  # the daemon's modules (web server, actions, store) load only when the daemon runs
+    from postee.roles.node import NodeOptions
 
 DEFAULT_HTTP = "0.0.0.0:8082"
 DEFAULT_HTTPS = "0.0.0.0:8445"
@@ -104,7 +108,7 @@ def cfgfile_of(args: argparse.Namespace, environ: Mapping[str, str], override: s
     return override or first_env(environ, "POSTEE_CFG", "AQUAALERT_CFG") or args.cfgfile
 
 
-def node_options(args: argparse.Namespace, environ: Mapping[str, str]):  # noqa: ANN201 - NodeOptions
+def node_options(args: argparse.Namespace, environ: Mapping[str, str]) -> NodeOptions:
     from postee.roles.node import NodeOptions
     from postee.store.paths import db_path_from_env
 
@@ -125,7 +129,7 @@ def node_options(args: argparse.Namespace, environ: Mapping[str, str]):  # noqa:
     )
 
 
-def role_main(args: argparse.Namespace, options):  # noqa: ANN001, ANN201 - (NodeOptions) -> async callable
+def role_main(args: argparse.Namespace, options: NodeOptions) -> Callable[[], Awaitable[None]]:
     """The async entry point of the chosen role: standalone, controller or runner."""
     from functools import partial
 
@@ -191,8 +195,9 @@ def run_daemon(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except NatsServerError as exc:
         print(f"postee: nats-server: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
-    except ActorError as exc:
-        print(f"postee: {exc}", file=sys.stderr)
+    except ActorError as exc:  # a supervisor that gave up says why: the crash is its cause
+        cause = f" ({type(exc.__cause__).__name__}: {exc.__cause__})" if exc.__cause__ is not None else ""
+        print(f"postee: {exc}{cause}", file=sys.stderr)
         return EXIT_RUNTIME
     except ConfigError as exc:
         print(f"postee: {exc}", file=sys.stderr)

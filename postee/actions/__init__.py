@@ -1,7 +1,9 @@
 """Actions: what a route does with a rendered message (print it, POST it, run a script, ...).
 
-`base` is the contract, `registry` maps Postee's `type:` to a class, `retry` runs sends with
-retries and timeouts; one module per action type.
+`base` is the contract (on the data of `model`), `settings` declares and reads an action's settings,
+`registry` maps Postee's `type:` to a class, `retry` runs sends with retries and timeouts,
+`httpclient` is the HTTP side the HTTP actions share; then one module per action type, with the
+parts of the larger ones beside it (`jira_api`, `smtp` and `mx` for email, `kubeconfig`).
 """
 
 from postee.actions.base import (

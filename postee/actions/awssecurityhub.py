@@ -25,16 +25,15 @@ import importlib.util
 import json
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import attrs
 import trio
 
-from postee.actions.base import Action, ActionError, ActionSpec, Delivery, SendResult, excerpt
+from postee.actions.base import Action, ActionError, Delivery, SendResult, define_action, excerpt
 from postee.actions.httpclient import USER_AGENT, describe_url
 from postee.actions.registry import register
-from postee.actions.retry import RETRY_SETTINGS, RetryPolicy
-from postee.actions.settings import SettingsReader
+from postee.actions.settings import Kind, SettingsReader, setting
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds for connecting to, and then for each read from, Security Hub per attempt."""
@@ -94,55 +93,35 @@ def chunks(findings: Sequence[Finding], size: int = MAX_FINDINGS_PER_REQUEST) ->
 
 
 @register
+@define_action
 class AwsSecurityHubAction(Action):
     type_name: ClassVar[str] = "awssecurityhub"
-    settings_keys: ClassVar[frozenset[str]] = RETRY_SETTINGS | {
-        "region",
-        "endpoint-url",
-        "aws-access-key-id",
-        "aws-secret-access-key",
-        "aws-session-token",
-    }
     default_timeout: ClassVar[float] = DEFAULT_TIMEOUT
 
-    def __init__(
-        self,
-        spec: ActionSpec,
-        *,
-        retry_policy: RetryPolicy,
-        region: str | None = None,
-        endpoint_url: str | None = None,
-        credentials: Credentials | None = None,
-    ) -> None:
-        super().__init__(spec, retry_policy=retry_policy)
-        self.region = region
-        self.endpoint_url = endpoint_url
-        self._credentials = credentials
-        self._client: Any = None
+    region: str = setting("region")
+    """"" for the standard lookup (AWS_REGION, AWS_DEFAULT_REGION, the profile)."""
 
-    @property
-    def timeout(self) -> float:
-        return self.retry_policy.timeout
+    endpoint_url: str = setting("endpoint-url", kind=Kind.URL)
+    _access_key_id: str = setting("aws-access-key-id")
+    _secret_access_key: str = setting("aws-secret-access-key")
+    _session_token: str = setting("aws-session-token")
+    _client: Any = attrs.field(default=None, init=False)
 
     @classmethod
-    def from_spec(cls, spec: ActionSpec) -> Self:
-        settings = SettingsReader(spec)
+    def check_settings(cls, reader: SettingsReader, values: dict[str, Any]) -> None:
         if not boto3_installed():
-            settings.problem("type", f"the awssecurityhub action needs boto3: install 'postee-py[{EXTRA}]'")
-        region = settings.string("region") or None
-        endpoint_url = settings.url("endpoint-url") or None
-        key_id = settings.string("aws-access-key-id")
-        secret = settings.string("aws-secret-access-key")
-        token = settings.string("aws-session-token") or None
-        credentials = None
-        if key_id and secret:
-            credentials = Credentials(key_id, secret, token)
-        elif key_id or secret or token:
+            reader.problem("type", f"the awssecurityhub action needs boto3: install 'postee-py[{EXTRA}]'")
+        key_id, secret, token = values["access_key_id"], values["secret_access_key"], values["session_token"]
+        if (key_id or secret or token) and not (key_id and secret):
             missing = "aws-secret-access-key" if key_id else "aws-access-key-id"
-            settings.problem(missing, "required with the other explicit credentials settings")
-        policy = settings.retry_policy(DEFAULT_TIMEOUT)
-        settings.done()
-        return cls(spec, retry_policy=policy, region=region, endpoint_url=endpoint_url, credentials=credentials)
+            reader.problem(missing, "required with the other explicit credentials settings")
+
+    @property
+    def credentials(self) -> Credentials | None:
+        """The explicit credentials, or None for boto3's standard chain."""
+        if not (self._access_key_id and self._secret_access_key):
+            return None
+        return Credentials(self._access_key_id, self._secret_access_key, self._session_token or None)
 
     async def open(self) -> None:
         """Build the boto3 client in a worker thread (it reads its service model and config files).
@@ -166,7 +145,7 @@ class AwsSecurityHubAction(Action):
         import botocore.config
         import botocore.exceptions
 
-        credentials = self._credentials
+        credentials = self.credentials
         config = botocore.config.Config(
             connect_timeout=self.timeout,
             read_timeout=self.timeout,
@@ -180,7 +159,7 @@ class AwsSecurityHubAction(Action):
                 aws_session_token=credentials.session_token if credentials else None,
                 region_name=self.region or os.environ.get(REGION_VARIABLE) or None,
             )
-            return session.client(SERVICE, endpoint_url=self.endpoint_url, config=config)
+            return session.client(SERVICE, endpoint_url=self.endpoint_url or None, config=config)
         except botocore.exceptions.NoRegionError:
             raise ActionError(
                 "no AWS region: set the action's `region`, AWS_REGION, AWS_DEFAULT_REGION or a profile's region",

@@ -4,147 +4,87 @@ An action turns a rendered message (`Delivery`) into one outside effect: a line 
 request, a script run, a Slack post. The runtime around it (the ActionActor, `send_with_retries`)
 owns retries, timeouts per attempt, logging and metrics, so an action only has to:
 
-- check its settings once, at load time, reporting *every* problem at once (`from_spec`), so that
-  `postee check` can print them all with their paths;
+- declare its settings once, as `setting(...)` fields of a `@define_action` class; the generic
+  `from_spec` checks them at load time, reporting *every* problem at once, so that `postee check`
+  can print them all with their paths;
 - acquire and release its resources (`open` / `aclose`, or `async with action:`), such as the ONE
   `httpx.AsyncClient` it reuses for every send;
 - send one delivery (`send`), and say through `ActionError.retryable` whether trying again could help.
 
-Actions do not know where events come from (HTTP intake, NATS) nor who calls them.
+Actions do not know where events come from (HTTP intake, NATS) nor who calls them. The data they
+exchange (`ActionSpec`, `Delivery`, `SendResult`, the errors) is defined in `model` and offered
+here too, as part of the contract.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 import attrs
+
+from postee.actions.model import (
+    MAX_OUTPUT_CHARS,
+    TRUNCATION_MARK,
+    ActionConfigError,
+    ActionError,
+    ActionSpec,
+    Delivery,
+    Problem,
+    SendResult,
+    as_text,
+    excerpt,
+)
+from postee.actions.settings import SettingsReader, declared_keys, read_settings
 
 if TYPE_CHECKING:
     from postee.actions.retry import RetryPolicy
 
-MAX_OUTPUT_CHARS = 2000
-"""Longest excerpt of a remote answer or script output kept in a `SendResult` or an error."""
+__all__ = [
+    "MAX_OUTPUT_CHARS",
+    "NOT_OPENED",
+    "TRUNCATION_MARK",
+    "Action",
+    "ActionConfigError",
+    "ActionError",
+    "ActionSpec",
+    "Delivery",
+    "Problem",
+    "SendResult",
+    "as_text",
+    "define_action",
+    "excerpt",
+]
 
-TRUNCATION_MARK = "…[truncated]"
+A = TypeVar("A", bound=type["Action"])
 
-Problem = tuple[str, str]
-"""A settings problem: (key, message), e.g. ("url", "required"). The key is relative to the action."""
-
-
-def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    return MappingProxyType(dict(value or {}))
+NOT_OPENED = "the action was not opened: call `await action.open()` (or `async with action:`) first"
+"""The message of the RuntimeError a `send` before `open` raises (a bug in the caller, not a failed send)."""
 
 
-@attrs.frozen
-class ActionSpec:
-    """One entry of the config's `actions:` list.
+def define_action(cls: A) -> A:
+    """Class decorator for an action class: its fields become attrs fields, its settings declared.
 
-    `settings` holds the action's other YAML keys exactly as written in Postee's config (`url`,
-    `method`, `body-content`, `exec-script`, ...), with `$VAR` secrets already resolved by the loader.
+    The fields made with `setting(...)` are read by `from_spec` and make up `settings_keys`; other
+    fields are constructor arguments with defaults (`verify`, a `stream`) or, with `init=False`,
+    the action's own state (a client, caches). The options are those every action needs: no
+    generated `==` (actions are compared and hashed by identity), no generated repr (settings hold
+    secrets), keyword-only arguments after `spec`.
     """
-
-    name: str
-    type: str
-    enable: bool = True
-    runs_on: str | None = None
-    settings: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping, hash=False, repr=False)
-    """Read-only; compared by `==`, not hashed, and never in the repr: it holds secrets (passwords, tokens)."""
+    cls = attrs.define(cls, slots=False, eq=False, repr=False, kw_only=True)
+    cls.settings_keys = declared_keys(cls)
+    return cls
 
 
-@attrs.frozen
-class Delivery:
-    """What an action is asked to send.
-
-    `content` is what the template rendered (title, description, url, date, severity, summary,
-    category, subcategory, assignedTo, assignedGroup, optionally owners); `event` is the raw event,
-    for actions that substitute `event.input.<path>` values.
-    """
-
-    content: Mapping[str, Any]
-    event: Mapping[str, Any] = attrs.field(factory=dict)
-    route: str = ""
-    event_id: str = ""
-
-    @property
-    def description(self) -> str:
-        """The rendered description as text ("" when the template gave none)."""
-        return as_text(self.content.get("description"))
-
-    @property
-    def title(self) -> str:
-        return as_text(self.content.get("title"))
-
-
-@attrs.frozen
-class SendResult:
-    """A successful send: an excerpt of what the remote (or script) answered, and its status."""
-
-    output: str = ""
-    status: int | None = None
-
-
-class ActionConfigError(ValueError):
-    """An action's settings are invalid. Carries every problem found, not just the first.
-
-    `problems` are (key, message) pairs relative to the action; `lines(prefix)` renders them with a
-    path prefix, e.g. `actions[my-hook].url: required`, which is also what `str()` shows.
-    """
-
-    def __init__(self, action: str, problems: Sequence[Problem]) -> None:
-        self.action = action
-        self.problems: list[Problem] = list(problems)
-        super().__init__("; ".join(self.lines()))
-
-    def lines(self, prefix: str | None = None) -> list[str]:
-        """One line per problem, each prefixed with `prefix` (default `actions[<name>]`)."""
-        base = f"actions[{self.action}]" if prefix is None else prefix
-        return [f"{base}{_join_key(key)}: {message}" for key, message in self.problems]
-
-
-def _join_key(key: str) -> str:
-    if not key:
-        return ""
-    return key if key.startswith("[") else f".{key}"
-
-
-class ActionError(Exception):
-    """A send failed. `retryable` tells the retry loop whether another attempt could succeed.
-
-    Retryable: timeouts, connection errors, 5xx, 429 (with `retry_after` seconds when the remote
-    said so). Not retryable: other 4xx, content the remote or the action cannot use, a script that
-    exited non-zero.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retryable: bool,
-        status: int | None = None,
-        output: str = "",
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retryable = retryable
-        self.status = status
-        self.output = output
-        self.retry_after = retry_after
-
-    def __repr__(self) -> str:
-        return f"ActionError({self.message!r}, retryable={self.retryable}, status={self.status})"
-
-
+@attrs.define(slots=False, eq=False, repr=False)
 class Action(ABC):
     """Base class of every action type.
 
-    Subclasses set `type_name` (Postee's `type`, matched case-insensitively by the registry),
-    `settings_keys` (the keys they read, so the loader can warn about the others) and
-    `default_timeout`, and implement `from_spec` and `send`. Actions that hold resources override
-    `open` and `aclose`; `async with action:` calls both.
+    Subclasses set `type_name` (Postee's `type`, matched case-insensitively by the registry) and
+    `default_timeout`, declare their settings as fields (see `define_action` and `settings.setting`),
+    and implement `send`. Actions that hold resources override `open` and `aclose`; `async with
+    action:` calls both. `settings_keys` (the keys read, so the loader can warn about the others) is
+    derived from the declaration.
 
     Every instance carries `spec` and the `retry_policy` parsed from its settings (`retries`,
     `retry-backoff`, `retry-backoff-max`, `timeout`), which the ActionActor hands to
@@ -155,27 +95,50 @@ class Action(ABC):
     settings_keys: ClassVar[frozenset[str]] = frozenset()
     default_timeout: ClassVar[float]
 
-    def __init__(self, spec: ActionSpec, *, retry_policy: RetryPolicy) -> None:
-        self.spec = spec
-        self.retry_policy = retry_policy
+    spec: ActionSpec
+    retry_policy: RetryPolicy = attrs.field(kw_only=True)
 
     @property
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def timeout(self) -> float:
+        """Seconds one attempt may take (the retry policy's `timeout`)."""
+        return self.retry_policy.timeout
+
     @classmethod
-    @abstractmethod
-    def from_spec(cls, spec: ActionSpec) -> Self:
+    def from_spec(cls, spec: ActionSpec, **options: Any) -> Self:
         """Validate `spec.settings` and build the action; raise `ActionConfigError` with all problems.
 
-        May do small blocking reads (a `body-file`), as the config loader does: call it where the
-        config is loaded, not on a busy event loop. Must not open connections or start processes.
+        Reads the declared settings in order, lets `check_settings` check what spans several keys,
+        reads the retry policy, and passes everything (and `options`, constructor arguments that are
+        not settings) to the constructor.
+
+        The pipeline builder calls this in a worker thread, because it may block (a `body-file`, a
+        kubeconfig, TLS material): it must be thread-safe, must not call Trio, and must not open
+        connections or start processes.
+        """
+        reader = SettingsReader(spec)
+        values = read_settings(cls, reader)
+        cls.check_settings(reader, values)
+        policy = reader.retry_policy(cls.default_timeout)
+        reader.done()
+        return cls(spec, retry_policy=policy, **{**values, **options})
+
+    @classmethod  # noqa: B027 - an optional hook: most actions have no checks across keys
+    def check_settings(cls, reader: SettingsReader, values: dict[str, Any]) -> None:
+        """Hook for what one setting alone cannot say: checks across keys, values derived from several.
+
+        `values` holds the declared settings as read (placeholders where a problem was recorded),
+        by constructor argument; record problems on `reader`, and add or replace `values` entries
+        (e.g. a TLS context built from several settings). Nothing to do by default.
         """
 
     async def open(self) -> None:  # noqa: B027 - deliberately a no-op: most actions hold nothing
         """Acquire resources (HTTP client, ...). Called once before the first `send`."""
 
-    async def aclose(self) -> None:  # noqa: B027
+    async def aclose(self) -> None:  # noqa: B027 - deliberately a no-op, as `open`
         """Release what `open` acquired. Safe to call more than once, and without `open`."""
 
     @abstractmethod
@@ -195,19 +158,3 @@ class Action(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
-
-
-def as_text(value: object) -> str:
-    """Content values are normally strings; anything else is shown, None as ""."""
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else str(value)
-
-
-def excerpt(text: str | bytes, limit: int = MAX_OUTPUT_CHARS) -> str:
-    """`text` cut to `limit` characters with a visible mark, for logs, results and errors."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", errors="replace")
-    if len(text) <= limit:
-        return text
-    return text[:limit] + TRUNCATION_MARK

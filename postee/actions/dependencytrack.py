@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import ClassVar, Self
+from typing import ClassVar
 
-from postee.actions.base import ActionError, ActionSpec, Delivery, SendResult
+from postee.actions.base import ActionError, Delivery, SendResult, define_action
 from postee.actions.httpclient import HttpClientAction, describe_url, send_request
 from postee.actions.registry import register
-from postee.actions.retry import RETRY_SETTINGS, RetryPolicy
-from postee.actions.settings import SettingsReader
+from postee.actions.settings import Kind, setting
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds per upload attempt (BOMs can be several megabytes; Dependency-Track answers once stored)."""
@@ -45,24 +44,17 @@ def project_of(title: str) -> tuple[str, str]:
 
 
 @register
+@define_action
 class DependencyTrackAction(HttpClientAction):
     type_name: ClassVar[str] = "dependencytrack"
-    settings_keys: ClassVar[frozenset[str]] = RETRY_SETTINGS | {"url", "dependency-track-api-key"}
     default_timeout: ClassVar[float] = DEFAULT_TIMEOUT
 
-    def __init__(self, spec: ActionSpec, *, retry_policy: RetryPolicy, url: str, api_key: str) -> None:
-        super().__init__(spec, retry_policy=retry_policy)
-        self.url = url.rstrip("/") + BOM_PATH
-        self._api_key = api_key
+    url: str = setting("url", kind=Kind.URL, required=True)
+    _api_key: str = setting("dependency-track-api-key", required=True)
 
-    @classmethod
-    def from_spec(cls, spec: ActionSpec) -> Self:
-        settings = SettingsReader(spec)
-        url = settings.url("url", required=True)
-        api_key = settings.string("dependency-track-api-key", required=True)
-        policy = settings.retry_policy(DEFAULT_TIMEOUT)
-        settings.done()
-        return cls(spec, retry_policy=policy, url=url, api_key=api_key)
+    @property
+    def bom_url(self) -> str:
+        return self.url.rstrip("/") + BOM_PATH
 
     def request_body(self, delivery: Delivery) -> dict[str, object]:
         """The upload request for `delivery`; `ActionError` when the title or the BOM is empty."""
@@ -81,11 +73,13 @@ class DependencyTrackAction(HttpClientAction):
 
     async def send(self, delivery: Delivery) -> SendResult:
         body = self.request_body(delivery)
-        result = await send_request(self.client, "PUT", self.url, json=body, headers={API_KEY_HEADER: self._api_key})
+        headers = {API_KEY_HEADER: self._api_key}
+        result = await send_request(self.client, "PUT", self.bom_url, json=body, headers=headers)
         token = _token(result.output)
         if token is None:
             raise ActionError(
-                f"PUT {describe_url(self.url)}: HTTP {result.status} without an upload token: not Dependency-Track?",
+                f"PUT {describe_url(self.bom_url)}: HTTP {result.status} without an upload token:"
+                " not Dependency-Track?",
                 retryable=False,
                 status=result.status,
                 output=result.output,

@@ -29,17 +29,24 @@ import ssl
 import uuid
 from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import httpx
 import trio
 
-from postee.actions.base import MAX_OUTPUT_CHARS, TRUNCATION_MARK, ActionError, ActionSpec, Delivery, SendResult
-from postee.actions.httpclient import HttpClientAction, check_response
+from postee.actions.base import (
+    MAX_OUTPUT_CHARS,
+    NOT_OPENED,
+    TRUNCATION_MARK,
+    ActionError,
+    Delivery,
+    SendResult,
+    define_action,
+)
+from postee.actions.httpclient import HttpClientAction, check_response, read_bounded, stream
 from postee.actions.registry import register
-from postee.actions.retry import RETRY_SETTINGS, RetryPolicy
-from postee.actions.settings import SettingsReader
+from postee.actions.settings import Kind, SettingsReader, setting
 
 log = logging.getLogger(__name__)
 
@@ -86,86 +93,105 @@ RAW_STREAM = "application/vnd.docker.raw-stream"
 """The log content type of a container with a TTY; others are multiplexed in frames."""
 
 
+def _load_tls_context(settings: SettingsReader, key: str, *, required: bool) -> ssl.SSLContext | None:
+    """The TLS context for a daemon on `https`: `ca.pem` (else the system CAs unless `required`) and
+    the client certificate `cert.pem` + `key.pem` when present, all from DOCKER_CERT_PATH.
+
+    Built at load time, so missing or broken files are config errors.
+    """
+    directory = os.path.expanduser(os.environ.get(CERT_PATH_VARIABLE) or DEFAULT_CERT_PATH)
+    ca, cert, private_key = (os.path.join(directory, name) for name in ("ca.pem", "cert.pem", "key.pem"))
+    if required and not os.path.isfile(ca):
+        settings.problem(key, f"{TLS_VERIFY_VARIABLE} is set but {ca} is missing (set {CERT_PATH_VARIABLE})")
+        return None
+    try:
+        context = ssl.create_default_context(cafile=ca if os.path.isfile(ca) else None)
+        if os.path.isfile(cert) and os.path.isfile(private_key):
+            context.load_cert_chain(cert, private_key)
+    except (ssl.SSLError, OSError) as exc:
+        settings.problem(key, f"unusable TLS files in {directory}: {exc}")
+        return None
+    return context
+
+
+def _read_image(settings: SettingsReader, key: str) -> str:
+    image = settings.string(key, required=True)
+    if image and (image != image.strip() or " " in image):
+        settings.problem(key, f"not an image reference: {image!r}")
+    return image
+
+
+def _read_cmd(settings: SettingsReader, key: str) -> list[str]:
+    value = settings.raw(key)
+    if isinstance(value, str) and value.strip():
+        try:
+            return shlex.split(value)
+        except ValueError as exc:
+            settings.problem(key, f"cannot split {value!r} into words: {exc}")
+            return []
+    return settings.string_list(key)
+
+
+def _read_binds(settings: SettingsReader, key: str) -> list[str]:
+    """`docker-volume-mounts` as Binds: `{host: container}` (Postee's form) or `["host:container[:ro]"]`."""
+    value = settings.raw(key)
+    if value is None or value == "":
+        return []
+    if isinstance(value, Mapping):
+        pairs = [(f"{key}.{host}", f"{host}:{target}") for host, target in value.items()]
+    elif isinstance(value, list | tuple):
+        pairs = [(f"{key}[{index}]", item) for index, item in enumerate(value)]
+    else:
+        settings.problem(key, f"expected a map of host path to container path, or a list, not {type(value).__name__}")
+        return []
+    binds = []
+    for where, bind in pairs:
+        host, _, rest = str(bind).partition(":") if isinstance(bind, str) else ("", "", "")
+        target = rest.partition(":")[0]
+        if not host or not target.startswith("/"):
+            settings.problem(where, f"expected host:/container/path[:options], not {bind!r}")
+        else:
+            binds.append(bind)
+    return binds
+
+
+def _read_host(settings: SettingsReader, key: str) -> str:
+    """`docker-host`, else DOCKER_HOST, else the default socket; a problem when it is no usable address."""
+    host = settings.string(key) or os.environ.get(DOCKER_HOST_VARIABLE) or DEFAULT_DOCKER_HOST
+    if _connection(host) is None:
+        settings.problem(_host_key(settings), f"expected unix:///path/to/docker.sock or tcp://host:port, not {host!r}")
+    return host
+
+
+def _host_key(settings: SettingsReader) -> str:
+    """The key problems with the daemon's address are reported under: where the address came from."""
+    return "docker-host" if settings.has("docker-host") else "docker-host (from DOCKER_HOST)"
+
+
 @register
+@define_action
 class DockerAction(HttpClientAction):
     type_name: ClassVar[str] = "docker"
-    settings_keys: ClassVar[frozenset[str]] = RETRY_SETTINGS | {
-        "docker-image-name",
-        "docker-cmd",
-        "docker-env",
-        "docker-network",
-        "docker-volume-mounts",
-        "docker-host",
-        "docker-pull",
-    }
     default_timeout: ClassVar[float] = DEFAULT_TIMEOUT
 
-    def __init__(
-        self,
-        spec: ActionSpec,
-        *,
-        retry_policy: RetryPolicy,
-        image: str,
-        cmd: list[str] | None = None,
-        env: Mapping[str, str] | None = None,
-        network: str = "",
-        binds: list[str] | None = None,
-        docker_host: str = DEFAULT_DOCKER_HOST,
-        pull: bool = True,
-        tls: bool = False,
-    ) -> None:
-        super().__init__(spec, retry_policy=retry_policy)
-        self.image = image
-        self.cmd = list(cmd or [])
-        self.env = dict(env or {})
-        self.network = network
-        self.binds = list(binds or [])
-        self.docker_host = docker_host
-        self.pull = pull
-        self.tls = tls
+    image: str = setting("docker-image-name", read=_read_image)
+    cmd: list[str] = setting("docker-cmd", read=_read_cmd)
+    env: dict[str, str] = setting("docker-env", kind=Kind.ENVIRONMENT)
+    network: str = setting("docker-network")
+    binds: list[str] = setting("docker-volume-mounts", read=_read_binds)
+    docker_host: str = setting("docker-host", read=_read_host)
+    pull: bool = setting("docker-pull", kind=Kind.BOOLEAN, default=True)
+    tls: bool = False
+    """Talk TLS to a `tcp://` host: DOCKER_TLS_VERIFY was set (read in `check_settings`)."""
 
     @classmethod
-    def from_spec(cls, spec: ActionSpec) -> Self:
-        settings = SettingsReader(spec)
-        image = settings.string("docker-image-name", required=True)
-        if image and (image != image.strip() or " " in image):
-            settings.problem("docker-image-name", f"not an image reference: {image!r}")
-        cmd = _read_cmd(settings)
-        env: dict[str, str] = {}
-        for index, item in enumerate(settings.string_list("docker-env")):
-            name, equals, value = item.partition("=")
-            if not equals or not name or "\0" in item:
-                settings.problem(f"docker-env[{index}]", f"expected NAME=value, not {item!r}")
-            else:
-                env[name] = value
-        network = settings.string("docker-network")
-        binds = _read_binds(settings)
-        host = settings.string("docker-host") or os.environ.get(DOCKER_HOST_VARIABLE) or DEFAULT_DOCKER_HOST
-        tls_verify = bool(os.environ.get(TLS_VERIFY_VARIABLE))
-        connection = _connection(host, tls=tls_verify)
-        key = "docker-host" if settings.has("docker-host") else "docker-host (from DOCKER_HOST)"
-        if connection is None:
-            settings.problem(key, f"expected unix:///path/to/docker.sock or tcp://host:port, not {host!r}")
-        verify: ssl.SSLContext | bool = True
+    def check_settings(cls, reader: SettingsReader, values: dict[str, Any]) -> None:
+        """DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, as the docker CLI reads them; the TLS context built now."""
+        tls = bool(os.environ.get(TLS_VERIFY_VARIABLE))
+        values["tls"] = tls
+        connection = _connection(values["docker_host"], tls=tls)
         if connection is not None and connection[0].startswith("https://"):
-            verify = _load_tls_context(settings, key, required=tls_verify) or True
-        pull = settings.boolean("docker-pull", True)
-        policy = settings.retry_policy(DEFAULT_TIMEOUT)
-        settings.done()
-        action = cls(
-            spec,
-            retry_policy=policy,
-            image=image,
-            cmd=cmd,
-            env=env,
-            network=network,
-            binds=binds,
-            docker_host=host,
-            pull=pull,
-            tls=tls_verify,
-        )
-        action.verify = verify
-        return action
+            values["verify"] = _load_tls_context(reader, _host_key(reader), required=tls) or True
 
     def client_options(self) -> dict[str, Any]:
         connection = _connection(self.docker_host, tls=self.tls)
@@ -200,7 +226,7 @@ class DockerAction(HttpClientAction):
 
     async def send(self, delivery: Delivery) -> SendResult:
         if self.client is None:
-            raise RuntimeError("the action was not opened: call `await action.open()` (or `async with action:`) first")
+            raise RuntimeError(NOT_OPENED)
         container = self.container_name()  # its name until the daemon gives its id
         created = started = False
         code: int | None = None
@@ -307,27 +333,13 @@ class DockerAction(HttpClientAction):
         self, method: str, path: str, *, accept: Collection[int] = (), **kwargs: Any
     ) -> AsyncIterator[httpx.Response]:
         """A streamed request; an error reply or a transport failure becomes a classified `ActionError`."""
-        assert self.client is not None
         where = f"{method} {path}"
-        try:
-            async with self.client.stream(method, path, **kwargs) as response:
-                if not response.is_success and response.status_code not in accept:
-                    body = b""
-                    async for chunk in response.aiter_bytes():
-                        body += chunk
-                        if len(body) >= MAX_ERROR_BYTES:
-                            break
-                    check_response(where, response.status_code, _docker_message(body), response.headers)
-                yield response
-        except httpx.TimeoutException as exc:
-            raise ActionError(f"{where}: timed out ({type(exc).__name__})", retryable=True) from None
-        except httpx.TransportError as exc:
-            raise ActionError(
-                f"{where}: cannot reach the Docker daemon at {self.docker_host}: {type(exc).__name__}: {exc}",
-                retryable=True,
-            ) from None
-        except httpx.RequestError as exc:
-            raise ActionError(f"{where}: {type(exc).__name__}: {exc}", retryable=False) from None
+        unreachable = f"cannot reach the Docker daemon at {self.docker_host}: "
+        async with stream(self.client, method, path, where=where, unreachable=unreachable, **kwargs) as response:
+            if not response.is_success and response.status_code not in accept:
+                body = await read_bounded(response, MAX_ERROR_BYTES)
+                check_response(where, response.status_code, _docker_message(body), response.headers)
+            yield response
 
 
 def split_image(reference: str) -> tuple[str, str]:
@@ -358,62 +370,6 @@ def _connection(host: str, *, tls: bool = False) -> tuple[str, str | None] | Non
         hostname = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         return f"{'https' if secure else 'http'}://{hostname}:{port}", None
     return None
-
-
-def _load_tls_context(settings: SettingsReader, key: str, *, required: bool) -> ssl.SSLContext | None:
-    """The TLS context for a daemon on `https`: `ca.pem` (else the system CAs unless `required`) and
-    the client certificate `cert.pem` + `key.pem` when present, all from DOCKER_CERT_PATH.
-
-    Built at load time, so missing or broken files are config errors.
-    """
-    directory = os.path.expanduser(os.environ.get(CERT_PATH_VARIABLE) or DEFAULT_CERT_PATH)
-    ca, cert, private_key = (os.path.join(directory, name) for name in ("ca.pem", "cert.pem", "key.pem"))
-    if required and not os.path.isfile(ca):
-        settings.problem(key, f"{TLS_VERIFY_VARIABLE} is set but {ca} is missing (set {CERT_PATH_VARIABLE})")
-        return None
-    try:
-        context = ssl.create_default_context(cafile=ca if os.path.isfile(ca) else None)
-        if os.path.isfile(cert) and os.path.isfile(private_key):
-            context.load_cert_chain(cert, private_key)
-    except (ssl.SSLError, OSError) as exc:
-        settings.problem(key, f"unusable TLS files in {directory}: {exc}")
-        return None
-    return context
-
-
-def _read_cmd(settings: SettingsReader) -> list[str]:
-    value = settings.raw("docker-cmd")
-    if isinstance(value, str) and value.strip():
-        try:
-            return shlex.split(value)
-        except ValueError as exc:
-            settings.problem("docker-cmd", f"cannot split {value!r} into words: {exc}")
-            return []
-    return settings.string_list("docker-cmd")
-
-
-def _read_binds(settings: SettingsReader) -> list[str]:
-    """`docker-volume-mounts` as Binds: `{host: container}` (Postee's form) or `["host:container[:ro]"]`."""
-    key = "docker-volume-mounts"
-    value = settings.raw(key)
-    if value is None or value == "":
-        return []
-    if isinstance(value, Mapping):
-        pairs = [(f"{key}.{host}", f"{host}:{target}") for host, target in value.items()]
-    elif isinstance(value, list | tuple):
-        pairs = [(f"{key}[{index}]", item) for index, item in enumerate(value)]
-    else:
-        settings.problem(key, f"expected a map of host path to container path, or a list, not {type(value).__name__}")
-        return []
-    binds = []
-    for where, bind in pairs:
-        host, _, rest = str(bind).partition(":") if isinstance(bind, str) else ("", "", "")
-        target = rest.partition(":")[0]
-        if not host or not target.startswith("/"):
-            settings.problem(where, f"expected host:/container/path[:options], not {bind!r}")
-        else:
-            binds.append(bind)
-    return binds
 
 
 def _docker_message(body: bytes) -> bytes:

@@ -16,14 +16,13 @@ import errno
 import os
 import signal
 import subprocess
-from typing import ClassVar, Self
+from typing import Any, ClassVar
 
 import trio
 
-from postee.actions.base import Action, ActionError, ActionSpec, Delivery, SendResult, excerpt
+from postee.actions.base import Action, ActionError, Delivery, SendResult, define_action, excerpt
 from postee.actions.registry import register
-from postee.actions.retry import RETRY_SETTINGS, RetryPolicy
-from postee.actions.settings import SettingsReader
+from postee.actions.settings import Kind, SettingsReader, setting
 
 SHELL = "/bin/sh"
 DEFAULT_TIMEOUT = 60.0
@@ -45,57 +44,34 @@ _READ_SIZE = 16 * 1024
 
 
 @register
+@define_action
 class ExecAction(Action):
     type_name: ClassVar[str] = "exec"
-    settings_keys: ClassVar[frozenset[str]] = RETRY_SETTINGS | {"exec-script", "input-file", "env"}
     default_timeout: ClassVar[float] = DEFAULT_TIMEOUT
 
-    def __init__(
-        self,
-        spec: ActionSpec,
-        *,
-        retry_policy: RetryPolicy,
-        script: str | None = None,
-        input_file: str | None = None,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(spec, retry_policy=retry_policy)
-        if (script is None) == (input_file is None):
-            raise ValueError("give exactly one of script and input_file")
-        self.script = script
-        self.input_file = input_file
-        self.env = dict(env or {})
+    script: str = setting("exec-script")
+    """The script fed to the shell on stdin; "" when `input_file` is used."""
 
-    @property
-    def timeout(self) -> float:
-        return self.retry_policy.timeout
+    input_file: str = setting("input-file", kind=Kind.EXISTING_FILE)
+    env: dict[str, str] = setting("env", kind=Kind.ENVIRONMENT)
+
+    def __attrs_post_init__(self) -> None:
+        if bool(self.script) == bool(self.input_file):
+            raise ValueError("give exactly one of script and input_file")
 
     @classmethod
-    def from_spec(cls, spec: ActionSpec) -> Self:
-        settings = SettingsReader(spec)
-        settings.exclusive("exec-script", "input-file", required=True)
-        script = settings.string("exec-script") or None
-        input_file = settings.existing_file("input-file") or None
-        env: dict[str, str] = {}
-        for index, item in enumerate(settings.string_list("env")):
-            name, equals, value = item.partition("=")
-            if not equals or not name or "\0" in item:
-                settings.problem(f"env[{index}]", f"expected NAME=value, not {item!r}")
-            else:
-                env[name] = value
-        policy = settings.retry_policy(DEFAULT_TIMEOUT)
-        settings.done()
-        return cls(spec, retry_policy=policy, script=script, input_file=input_file, env=env)
+    def check_settings(cls, reader: SettingsReader, values: dict[str, Any]) -> None:
+        reader.exclusive("exec-script", "input-file", required=True)
 
     def command(self) -> list[str]:
-        return [SHELL] if self.script is not None else [SHELL, str(self.input_file)]
+        return [SHELL] if self.script else [SHELL, self.input_file]
 
     async def send(self, delivery: Delivery) -> SendResult:
         env = {**os.environ, **self.env, EVENT_VARIABLE: delivery.description}
         try:
             process = await trio.lowlevel.open_process(
                 self.command(),
-                stdin=subprocess.PIPE if self.script is not None else subprocess.DEVNULL,
+                stdin=subprocess.PIPE if self.script else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -154,7 +130,7 @@ class ExecAction(Action):
             reading_done.set()
 
         async with trio.open_nursery() as nursery:
-            if self.script is not None:
+            if self.script:
                 nursery.start_soon(_feed, process, self.script.encode("utf-8"))
             nursery.start_soon(collect)
             await process.wait()

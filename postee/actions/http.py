@@ -12,14 +12,13 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
-from postee.actions.base import ActionSpec, Delivery, SendResult
-from postee.actions.eventpath import substitute
-from postee.actions.httpclient import HttpClientAction, send_request
+from postee.actions.base import Delivery, SendResult, define_action
+from postee.actions.httpclient import UrlAction, send_request
 from postee.actions.registry import register
-from postee.actions.retry import RETRY_SETTINGS, RetryPolicy
-from postee.actions.settings import SettingsReader
+from postee.actions.settings import SettingsReader, setting
+from postee.values.eventpath import substitute
 
 DEFAULT_METHOD = "POST"
 DEFAULT_TIMEOUT = 5.0
@@ -32,72 +31,24 @@ _TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 Headers = tuple[tuple[str, str], ...]
 
 
-@register
-class HttpAction(HttpClientAction):
-    type_name: ClassVar[str] = "http"
-    settings_keys: ClassVar[frozenset[str]] = RETRY_SETTINGS | {"method", "url", "headers", "body-file", "body-content"}
-    default_timeout: ClassVar[float] = DEFAULT_TIMEOUT
-
-    def __init__(
-        self,
-        spec: ActionSpec,
-        *,
-        retry_policy: RetryPolicy,
-        url: str,
-        method: str = DEFAULT_METHOD,
-        headers: Headers = (),
-        body: str | None = None,
-    ) -> None:
-        super().__init__(spec, retry_policy=retry_policy)
-        self.url = url
-        self.method = method
-        self.headers = headers
-        self.body = body
-
-    @classmethod
-    def from_spec(cls, spec: ActionSpec) -> Self:
-        settings = SettingsReader(spec)
-        url = settings.url("url", required=True)
-        method = settings.string("method", DEFAULT_METHOD).upper()
-        if not _TOKEN_RE.match(method):
-            settings.problem("method", f"not an HTTP method: {method!r}")
-        headers = _read_headers(settings)
-        settings.exclusive("body-file", "body-content")
-        body = _read_body(settings)
-        policy = settings.retry_policy(DEFAULT_TIMEOUT)
-        settings.done()
-        return cls(spec, retry_policy=policy, url=url, method=method, headers=headers, body=body)
-
-    def request_headers(self, delivery: Delivery) -> list[tuple[str, str]]:
-        encoded = base64.b64encode(delivery.description.encode("utf-8")).decode("ascii")
-        return [*self.headers, (EVENT_HEADER, encoded)]
-
-    def request_body(self, delivery: Delivery) -> bytes | None:
-        if self.body is None:
-            return None
-        return substitute(self.body, delivery.event).encode("utf-8")
-
-    async def send(self, delivery: Delivery) -> SendResult:
-        return await send_request(
-            self.client,
-            self.method,
-            self.url,
-            headers=self.request_headers(delivery),
-            content=self.request_body(delivery),
-        )
+def _read_method(settings: SettingsReader, key: str) -> str:
+    method = settings.string(key, DEFAULT_METHOD).upper()
+    if not _TOKEN_RE.match(method):
+        settings.problem(key, f"not an HTTP method: {method!r}")
+    return method
 
 
-def _read_headers(settings: SettingsReader) -> Headers:
-    raw = settings.mapping("headers")
+def _read_headers(settings: SettingsReader, key: str) -> Headers:
+    raw = settings.mapping(key)
     headers: list[tuple[str, str]] = []
     for name, values in raw.items():
-        key = f"headers.{name}"
+        where = f"{key}.{name}"
         if not isinstance(name, str) or not _TOKEN_RE.match(name):
-            settings.problem(key, "not a valid header name")
+            settings.problem(where, "not a valid header name")
             continue
-        for value in _header_values(settings, key, values):
+        for value in _header_values(settings, where, values):
             if "\r" in value or "\n" in value:
-                settings.problem(key, "a header value cannot contain a line break")
+                settings.problem(where, "a header value cannot contain a line break")
             else:
                 headers.append((name, value))
     return tuple(headers)
@@ -119,14 +70,45 @@ def _header_values(settings: SettingsReader, key: str, values: Any) -> list[str]
     return []
 
 
-def _read_body(settings: SettingsReader) -> str | None:
-    path = settings.existing_file("body-file")
+def _read_body(settings: SettingsReader, file_key: str, content_key: str) -> str | None:
+    """The body template: the file's text, read now (a missing file is a config error), or the content."""
+    settings.exclusive(file_key, content_key)
+    path = settings.existing_file(file_key)
     if path:
         try:
             with open(path, encoding="utf-8") as file:
                 return file.read()
         except (OSError, UnicodeDecodeError) as exc:
-            settings.problem("body-file", f"cannot read {path}: {exc}")
+            settings.problem(file_key, f"cannot read {path}: {exc}")
             return None
-    content = settings.string("body-content")
+    content = settings.string(content_key)
     return content if content else None
+
+
+@register
+@define_action
+class HttpAction(UrlAction):
+    type_name: ClassVar[str] = "http"
+    default_timeout: ClassVar[float] = DEFAULT_TIMEOUT
+
+    method: str = setting("method", read=_read_method)
+    headers: Headers = setting("headers", read=_read_headers)
+    body: str | None = setting("body-file", "body-content", read=_read_body)
+
+    def request_headers(self, delivery: Delivery) -> list[tuple[str, str]]:
+        encoded = base64.b64encode(delivery.description.encode("utf-8")).decode("ascii")
+        return [*self.headers, (EVENT_HEADER, encoded)]
+
+    def request_body(self, delivery: Delivery) -> bytes | None:
+        if self.body is None:
+            return None
+        return substitute(self.body, delivery.event).encode("utf-8")
+
+    async def send(self, delivery: Delivery) -> SendResult:
+        return await send_request(
+            self.client,
+            self.method,
+            self.url,
+            headers=self.request_headers(delivery),
+            content=self.request_body(delivery),
+        )

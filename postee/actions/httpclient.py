@@ -1,10 +1,11 @@
-"""The HTTP side shared by every HTTP-based action: one reused client, and what replies mean.
+"""The HTTP side shared by every HTTP-based action: one reused client, one way to ask, what replies mean.
 
 Each action opens ONE `httpx.AsyncClient` in `open()` and reuses it (connection pooling, one TLS
-context). Failures become `ActionError`s classified for the retry loop:
+context), and makes its requests through `stream` / `request` / `send_request`, so the body is read
+bounded and failures become `ActionError`s classified the same way for the retry loop:
 
 - timeouts, refused/reset connections, 5xx, 408 and 429 → retryable (429/503 with Retry-After);
-- other 4xx, an unusable URL → not retryable.
+- other 4xx, an unusable URL, a certificate that fails verification → not retryable.
 
 Error messages name the remote by scheme, host and port only: webhook URLs often carry secrets in
 their path (Slack, Teams), and errors end up in logs.
@@ -13,16 +14,18 @@ their path (Slack, Teams), and errors end up in logs.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Mapping
-from typing import Any, ClassVar, Self
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
+import attrs
 import httpx
 import trio
 
 from postee import __version__
-from postee.actions.base import MAX_OUTPUT_CHARS, Action, ActionError, ActionSpec, SendResult, excerpt
-from postee.actions.retry import RETRY_SETTINGS, RetryPolicy
+from postee.actions.base import MAX_OUTPUT_CHARS, NOT_OPENED, Action, ActionError, SendResult, define_action, excerpt
+from postee.actions.settings import Kind, setting
 
 USER_AGENT = f"postee-py/{__version__}"
 
@@ -74,14 +77,37 @@ def describe_url(url: str | httpx.URL) -> str:
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
-async def send_request(client: httpx.AsyncClient | None, method: str, url: str, **kwargs: Any) -> SendResult:
-    """Send one request; a 2xx reply becomes a `SendResult`, anything else an `ActionError`."""
+@attrs.frozen
+class Reply:
+    """A reply as `request` read it: status, headers and the body, bounded."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+@asynccontextmanager
+async def stream(
+    client: httpx.AsyncClient | None, method: str, url: str, *, where: str = "", unreachable: str = "", **kwargs: Any
+) -> AsyncIterator[httpx.Response]:
+    """A streamed request whose failures, while connecting or while the caller reads, become `ActionError`s.
+
+    The classification every HTTP action shares: a timeout or a lost connection is retryable; an
+    unusable URL, a certificate that fails verification, too many redirects are not. Messages
+    start with `where` (default `METHOD scheme://host:port`); `unreachable` is put before the
+    cause of a connection failure (e.g. "cannot reach the Docker daemon at ...: "). The status is
+    not checked: that is the caller's (see `check_response`).
+    """
     if client is None:
-        raise RuntimeError("the action was not opened: call `await action.open()` (or `async with action:`) first")
-    where = f"{method} {describe_url(url)}"
+        raise RuntimeError(NOT_OPENED)
+    where = where or f"{method} {describe_url(url)}"
     try:
         async with client.stream(method, url, **kwargs) as response:
-            body = await _read_bounded(response)
+            yield response
     except httpx.TimeoutException as exc:
         raise ActionError(f"{where}: timed out ({type(exc).__name__})", retryable=True) from None
     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
@@ -89,10 +115,52 @@ async def send_request(client: httpx.AsyncClient | None, method: str, url: str, 
     except httpx.TransportError as exc:
         if _caused_by(exc, ssl.SSLCertVerificationError):  # a bad certificate stays bad
             raise ActionError(f"{where}: TLS certificate verification failed: {exc}", retryable=False) from None
-        raise ActionError(f"{where}: {type(exc).__name__}: {exc}", retryable=True) from None
+        raise ActionError(f"{where}: {unreachable}{type(exc).__name__}: {exc}", retryable=True) from None
     except httpx.RequestError as exc:  # too many redirects, undecodable body: trying again will not help
         raise ActionError(f"{where}: {type(exc).__name__}: {exc}", retryable=False) from None
-    return check_response(where, response.status_code, body, response.headers)
+
+
+async def read_bounded(response: httpx.Response, limit: int, *, where: str = "") -> bytes:
+    """At most `limit` bytes of the body. Past that the rest is left unread; with `where` it is an error
+    instead (for replies that are parsed, where a cut body is no use)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            if where:
+                raise ActionError(f"{where}: reply larger than {limit} bytes", retryable=False)
+            break
+    return b"".join(chunks)[:limit]
+
+
+async def request(
+    client: httpx.AsyncClient | None,
+    method: str,
+    url: str,
+    *,
+    where: str = "",
+    limit: int = MAX_RESPONSE_BYTES,
+    whole: bool = False,
+    unreachable: str = "",
+    **kwargs: Any,
+) -> Reply:
+    """One request, its body read up to `limit` bytes (`whole`: a longer one is an error, not cut).
+
+    Failures to get a reply are `ActionError`s as `stream` classifies them; any status is returned.
+    """
+    where = where or f"{method} {describe_url(url)}"
+    async with stream(client, method, url, where=where, unreachable=unreachable, **kwargs) as response:
+        body = await read_bounded(response, limit, where=where if whole else "")
+    return Reply(response.status_code, response.headers, body)
+
+
+async def send_request(client: httpx.AsyncClient | None, method: str, url: str, **kwargs: Any) -> SendResult:
+    """Send one request; a 2xx reply becomes a `SendResult`, anything else an `ActionError`."""
+    where = f"{method} {describe_url(url)}"
+    reply = await request(client, method, url, where=where, **kwargs)
+    return check_response(where, reply.status, reply.body, reply.headers)
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
@@ -106,25 +174,20 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
     return False
 
 
-async def _read_bounded(response: httpx.Response) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= MAX_RESPONSE_BYTES:
-            break
-    return b"".join(chunks)
+def check_response(
+    where: str, status: int, body: bytes, headers: Mapping[str, str] | None = None, *, detail: str | None = None
+) -> SendResult:
+    """2xx → `SendResult`; otherwise an `ActionError`, retryable for 5xx, 408, 425 and 429.
 
-
-def check_response(where: str, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> SendResult:
-    """2xx → `SendResult`; otherwise an `ActionError`, retryable for 5xx, 408, 425 and 429."""
+    The error message quotes `detail` (default: the start of the body) after the status.
+    """
     output = excerpt(body, MAX_OUTPUT_CHARS)
     if 200 <= status < 300:
         return SendResult(output=output, status=status)
     retryable = status >= 500 or status in RETRYABLE_STATUSES
+    detail = excerpt(output, 200) if detail is None else detail
     raise ActionError(
-        f"{where}: HTTP {status}" + (f": {excerpt(output, 200)}" if output else ""),
+        f"{where}: HTTP {status}" + (f": {detail}" if detail else ""),
         retryable=retryable,
         status=status,
         output=output,
@@ -143,22 +206,18 @@ def parse_retry_after(value: str | None) -> float | None:
     return seconds if seconds >= 0 else None
 
 
+@define_action
 class HttpClientAction(Action):
     """Base of actions that talk HTTP: one reused `httpx.AsyncClient`, opened and closed with the action.
 
-    Subclasses set `self.verify` (True, False or a CA file) and may override `client_options()` (auth,
-    base_url, default headers, a transport for a unix socket); `self.client` is ready in `send`.
+    `verify` (True, False, a CA file or a ready SSL context) is how the server's certificate is
+    checked; subclasses may declare it as a setting, or derive it in `check_settings`. They may
+    override `client_options()` (auth, base_url, default headers, a transport for a unix socket);
+    `self.client` is ready in `send`.
     """
 
     verify: Verify = True
-
-    def __init__(self, spec: ActionSpec, *, retry_policy: RetryPolicy) -> None:
-        super().__init__(spec, retry_policy=retry_policy)
-        self._client: httpx.AsyncClient | None = None
-
-    @property
-    def timeout(self) -> float:
-        return self.retry_policy.timeout
+    _client: httpx.AsyncClient | None = attrs.field(default=None, init=False)
 
     @property
     def client(self) -> httpx.AsyncClient | None:
@@ -178,21 +237,8 @@ class HttpClientAction(Action):
             await client.aclose()
 
 
+@define_action
 class UrlAction(HttpClientAction):
     """An HTTP action configured by a single `url` (webhook, slack, teams): the settings part they share."""
 
-    settings_keys: ClassVar[frozenset[str]] = RETRY_SETTINGS | {"url"}
-
-    def __init__(self, spec: ActionSpec, *, retry_policy: RetryPolicy, url: str) -> None:
-        super().__init__(spec, retry_policy=retry_policy)
-        self.url = url
-
-    @classmethod
-    def from_spec(cls, spec: ActionSpec) -> Self:
-        from postee.actions.settings import SettingsReader
-
-        settings = SettingsReader(spec)
-        url = settings.url("url", required=True)
-        policy = settings.retry_policy(cls.default_timeout)
-        settings.done()
-        return cls(spec, retry_policy=policy, url=url)
+    url: str = setting("url", kind=Kind.URL, required=True)

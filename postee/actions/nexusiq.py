@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 from urllib.parse import quote
 
-from postee.actions.base import ActionError, ActionSpec, Delivery, SendResult
+from postee.actions.base import ActionError, Delivery, SendResult, define_action
 from postee.actions.httpclient import HttpClientAction, describe_url, send_request
 from postee.actions.registry import register
-from postee.actions.retry import RETRY_SETTINGS, RetryPolicy
-from postee.actions.settings import SettingsReader
+from postee.actions.settings import Kind, setting
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds per request attempt."""
@@ -56,37 +55,19 @@ def content_type_of(document: str) -> str:
 
 
 @register
+@define_action
 class NexusIqAction(HttpClientAction):
     type_name: ClassVar[str] = "nexusIq"
-    settings_keys: ClassVar[frozenset[str]] = RETRY_SETTINGS | {"url", "user", "password", "organization-id"}
     default_timeout: ClassVar[float] = DEFAULT_TIMEOUT
 
-    def __init__(
-        self,
-        spec: ActionSpec,
-        *,
-        retry_policy: RetryPolicy,
-        url: str,
-        user: str,
-        password: str,
-        organization_id: str,
-    ) -> None:
-        super().__init__(spec, retry_policy=retry_policy)
-        self.base_url = url.rstrip("/")
-        self.user = user
-        self._password = password
-        self.organization_id = organization_id
+    url: str = setting("url", kind=Kind.URL, required=True)
+    user: str = setting("user", required=True)
+    _password: str = setting("password", required=True)
+    organization_id: str = setting("organization-id", required=True)
 
-    @classmethod
-    def from_spec(cls, spec: ActionSpec) -> Self:
-        settings = SettingsReader(spec)
-        url = settings.url("url", required=True)
-        user = settings.string("user", required=True)
-        password = settings.string("password", required=True)
-        organization_id = settings.string("organization-id", required=True)
-        policy = settings.retry_policy(DEFAULT_TIMEOUT)
-        settings.done()
-        return cls(spec, retry_policy=policy, url=url, user=user, password=password, organization_id=organization_id)
+    @property
+    def base_url(self) -> str:
+        return self.url.rstrip("/")
 
     def client_options(self) -> dict[str, Any]:
         return {"auth": (self.user, self._password)}

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
-from postee.actions.base import ActionError, ActionSpec, Delivery, SendResult
-from postee.actions.eventpath import substitute
+from postee.actions.base import ActionError, Delivery, SendResult, define_action
 from postee.actions.httpclient import HttpClientAction, describe_url, send_request
 from postee.actions.registry import register
-from postee.actions.retry import RETRY_SETTINGS, RetryPolicy
-from postee.actions.settings import SettingsReader
+from postee.actions.settings import Kind, SettingsReader, setting
+from postee.values.eventpath import substitute
 
 DEFAULT_API_URL = "https://api.opsgenie.com"
 """Opsgenie's API (US). EU accounts: `https://api.eu.opsgenie.com`."""
@@ -58,72 +57,33 @@ OVERRIDE_KEYS = frozenset({"description", "alias", "entity", "priority", "tags"}
 """Keys of a JSON-object description that override the action's settings."""
 
 
+def _read_priority(settings: SettingsReader, key: str) -> str:
+    priority = settings.string(key, DEFAULT_PRIORITY).strip().upper()
+    if priority not in PRIORITIES:
+        settings.problem(key, f"expected one of {', '.join(PRIORITIES)}, not {priority!r}")
+        return DEFAULT_PRIORITY
+    return priority
+
+
 @register
+@define_action
 class OpsgenieAction(HttpClientAction):
     type_name: ClassVar[str] = "opsgenie"
-    settings_keys: ClassVar[frozenset[str]] = RETRY_SETTINGS | {
-        "token",
-        "user",
-        "assignee",
-        "recipients",
-        "priority",
-        "tags",
-        "alias",
-        "entity",
-        "api-url",
-    }
     default_timeout: ClassVar[float] = DEFAULT_TIMEOUT
 
-    def __init__(
-        self,
-        spec: ActionSpec,
-        *,
-        retry_policy: RetryPolicy,
-        token: str,
-        api_url: str = DEFAULT_API_URL,
-        user: str = "",
-        assignees: Sequence[str] = (),
-        recipients: Sequence[str] = (),
-        priority: str = DEFAULT_PRIORITY,
-        tags: Sequence[str] = (),
-        alias: str = "",
-        entity: str = "",
-    ) -> None:
-        super().__init__(spec, retry_policy=retry_policy)
-        self._token = token
-        self.alerts_url = api_url.rstrip("/") + ALERTS_PATH
-        self.user = user
-        self.assignees = tuple(assignees)
-        self.recipients = tuple(recipients)
-        self.priority = priority
-        self.tags = tuple(tags)
-        self.alias = alias
-        self.entity = entity
+    _token: str = setting("token", required=True)
+    api_url: str = setting("api-url", kind=Kind.URL, default=DEFAULT_API_URL)
+    priority: str = setting("priority", read=_read_priority)
+    user: str = setting("user")
+    assignees: tuple[str, ...] = setting("assignee", kind=Kind.STRING_LIST)
+    recipients: tuple[str, ...] = setting("recipients", kind=Kind.STRING_LIST)
+    tags: tuple[str, ...] = setting("tags", kind=Kind.STRING_LIST)
+    alias: str = setting("alias")
+    entity: str = setting("entity")
 
-    @classmethod
-    def from_spec(cls, spec: ActionSpec) -> Self:
-        settings = SettingsReader(spec)
-        token = settings.string("token", required=True)
-        api_url = settings.url("api-url") or DEFAULT_API_URL
-        priority = settings.string("priority", DEFAULT_PRIORITY).strip().upper()
-        if priority not in PRIORITIES:
-            settings.problem("priority", f"expected one of {', '.join(PRIORITIES)}, not {priority!r}")
-            priority = DEFAULT_PRIORITY
-        action = cls(
-            spec,
-            retry_policy=settings.retry_policy(DEFAULT_TIMEOUT),
-            token=token,
-            api_url=api_url,
-            user=settings.string("user"),
-            assignees=settings.string_list("assignee"),
-            recipients=settings.string_list("recipients"),
-            priority=priority,
-            tags=settings.string_list("tags"),
-            alias=settings.string("alias"),
-            entity=settings.string("entity"),
-        )
-        settings.done()
-        return action
+    @property
+    def alerts_url(self) -> str:
+        return self.api_url.rstrip("/") + ALERTS_PATH
 
     def alert(self, delivery: Delivery) -> dict[str, Any]:
         """The alert request body for `delivery`; raises a non-retryable `ActionError` for bad overrides."""

@@ -28,16 +28,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
-from postee.actions.base import ActionError, ActionSpec, Delivery, SendResult, as_text
+from postee.actions.base import ActionError, Delivery, SendResult, as_text, define_action
 from postee.actions.httpclient import HttpClientAction, describe_url, send_request
 from postee.actions.registry import register
-from postee.actions.retry import RETRY_SETTINGS, RetryPolicy
-from postee.actions.settings import SettingsReader
-from postee.eventkeys import dedup_key
+from postee.actions.settings import Kind, setting
+from postee.values.eventkeys import dedup_key
 
 DEFAULT_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 """PagerDuty's Events API v2 (US). EU service regions: `https://events.eu.pagerduty.com/v2/enqueue`."""
@@ -76,43 +75,17 @@ ELLIPSIS = "…"
 
 
 @register
+@define_action
 class PagerDutyAction(HttpClientAction):
     type_name: ClassVar[str] = "pagerduty"
-    settings_keys: ClassVar[frozenset[str]] = RETRY_SETTINGS | {
-        "pagerduty-auth-token",
-        "pagerduty-routing-key",
-        "events-url",
-        "dedup-props",
-    }
     default_timeout: ClassVar[float] = DEFAULT_TIMEOUT
 
-    def __init__(
-        self,
-        spec: ActionSpec,
-        *,
-        retry_policy: RetryPolicy,
-        routing_key: str,
-        events_url: str = DEFAULT_EVENTS_URL,
-        dedup_props: Sequence[str] = (),
-    ) -> None:
-        super().__init__(spec, retry_policy=retry_policy)
-        self._routing_key = routing_key
-        self.events_url = events_url
-        self.dedup_props = tuple(dedup_props)
+    _auth_token: str = setting("pagerduty-auth-token")
+    """Read (and type-checked) for Postee configs; not sent: the Events API authenticates by routing key."""
 
-    @classmethod
-    def from_spec(cls, spec: ActionSpec) -> Self:
-        settings = SettingsReader(spec)
-        settings.string("pagerduty-auth-token")  # read (and type-checked) for Postee configs; not needed to send
-        action = cls(
-            spec,
-            retry_policy=settings.retry_policy(DEFAULT_TIMEOUT),
-            routing_key=settings.string("pagerduty-routing-key", required=True),
-            events_url=settings.url("events-url") or DEFAULT_EVENTS_URL,
-            dedup_props=settings.string_list("dedup-props"),
-        )
-        settings.done()
-        return action
+    _routing_key: str = setting("pagerduty-routing-key", required=True)
+    events_url: str = setting("events-url", kind=Kind.URL, default=DEFAULT_EVENTS_URL)
+    dedup_props: tuple[str, ...] = setting("dedup-props", kind=Kind.STRING_LIST)
 
     def dedup_key(self, delivery: Delivery) -> str | None:
         """The alert's dedup key: from `dedup-props`, else `<route>/<event id>`, else None (PagerDuty picks)."""

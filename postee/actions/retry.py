@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
-from postee.actions.base import Action, ActionError, Delivery, SendResult
+from postee.actions.model import ActionError, Delivery, SendResult
 
 if TYPE_CHECKING:
+    from postee.actions.base import Action
     from postee.actions.settings import SettingsReader
 
 DEFAULT_RETRIES = 3

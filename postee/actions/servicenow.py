@@ -35,15 +35,14 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import httpx
 
-from postee.actions.base import ActionError, ActionSpec, Delivery, SendResult, as_text, excerpt
+from postee.actions.base import ActionError, Delivery, SendResult, as_text, define_action, excerpt
 from postee.actions.httpclient import HttpClientAction, send_request
 from postee.actions.registry import register
-from postee.actions.retry import RETRY_SETTINGS, RetryPolicy
-from postee.actions.settings import SettingsReader
+from postee.actions.settings import Kind, SettingsReader, setting
 
 log = logging.getLogger(__name__)
 
@@ -73,41 +72,45 @@ _INSTANCE_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _TABLE_RE = re.compile(r"^[A-Za-z0-9_]+$")
 
 
+def _read_instance(settings: SettingsReader, key: str) -> str:
+    instance = settings.string(key)
+    if instance and not _INSTANCE_RE.match(instance):
+        settings.problem(
+            key,
+            f"expected the instance name (e.g. 'dev12345' for dev12345.service-now.com), not {instance!r};"
+            " set instance-url for a full URL",
+        )
+    return instance
+
+
+def _read_table(settings: SettingsReader, key: str) -> str:
+    table = settings.string(key, DEFAULT_TABLE)
+    if not _TABLE_RE.match(table):
+        settings.problem(key, f"expected a table name (letters, digits, _), not {table!r}")
+    return table
+
+
 @register
+@define_action
 class ServiceNowAction(HttpClientAction):
     type_name: ClassVar[str] = "serviceNow"
-    settings_keys: ClassVar[frozenset[str]] = RETRY_SETTINGS | {"user", "password", "instance", "instance-url", "board"}
     default_timeout: ClassVar[float] = DEFAULT_TIMEOUT
 
-    def __init__(self, spec: ActionSpec, *, retry_policy: RetryPolicy, url: str, user: str, password: str) -> None:
-        super().__init__(spec, retry_policy=retry_policy)
-        self.url = url
-        self.table = url.rsplit("/", 1)[1]
-        self.user = user
-        self._password = password
+    user: str = setting("user", required=True)
+    _password: str = setting("password", required=True)
+    instance: str = setting("instance", read=_read_instance)
+    instance_url: str = setting("instance-url", kind=Kind.URL)
+    table: str = setting("board", read=_read_table)
 
     @classmethod
-    def from_spec(cls, spec: ActionSpec) -> Self:
-        settings = SettingsReader(spec)
-        user = settings.string("user", required=True)
-        password = settings.string("password", required=True)
-        settings.exclusive("instance", "instance-url", required=True)
-        instance = settings.string("instance")
-        if instance and not _INSTANCE_RE.match(instance):
-            settings.problem(
-                "instance",
-                f"expected the instance name (e.g. 'dev12345' for dev12345.service-now.com), not {instance!r};"
-                " set instance-url for a full URL",
-            )
-        instance_url = settings.url("instance-url")
-        table = settings.string("board", DEFAULT_TABLE)
-        if not _TABLE_RE.match(table):
-            settings.problem("board", f"expected a table name (letters, digits, _), not {table!r}")
-        policy = settings.retry_policy(DEFAULT_TIMEOUT)
-        settings.done()
-        base = instance_url or INSTANCE_URL_TEMPLATE.format(instance=instance)
-        url = base.rstrip("/") + TABLE_API_PATH + table
-        return cls(spec, retry_policy=policy, url=url, user=user, password=password)
+    def check_settings(cls, reader: SettingsReader, values: dict[str, Any]) -> None:
+        reader.exclusive("instance", "instance-url", required=True)
+
+    @property
+    def url(self) -> str:
+        """The Table API URL records are created with."""
+        base = self.instance_url or INSTANCE_URL_TEMPLATE.format(instance=self.instance)
+        return base.rstrip("/") + TABLE_API_PATH + self.table
 
     def client_options(self) -> dict[str, Any]:
         return {

@@ -1,26 +1,36 @@
 """Reading an action's settings while collecting every problem, so `postee check` reports them all.
 
-Each accessor returns a usable value (or a placeholder) even when the setting is wrong, and records
-a (key, message) problem instead of raising; `done()` raises one `ActionConfigError` listing them
-all. Action modules read their keys in a few lines:
+Each action declares its settings once, as attrs fields made with `setting(...)`: the YAML key, its
+kind (string, url, integer, ...), whether it is required, its default. From that one declaration
+the base class reads the settings (`read_settings`, in declaration order), `define_action` derives
+`settings_keys` (`declared_keys`: the registry warns about the keys no action reads), and attrs
+builds the constructor:
 
-    settings = SettingsReader(spec)
-    url = settings.url("url", required=True)
-    timeout = settings.duration("timeout", DEFAULT_TIMEOUT)
-    policy = settings.retry_policy(timeout)
-    settings.done()
+    url: str = setting("url", kind=Kind.URL, required=True)
+    size_limit: int = setting("size-limit", kind=Kind.INTEGER, default=10000, minimum=0)
+    headers: Headers = setting("headers", read=_read_headers)   # a reader of its own
+
+A custom reader is called as `read(reader, *keys)`. Checks that span several keys and values
+derived from several settings belong in the action's `check_settings` hook.
+
+Underneath, `SettingsReader` gives typed access that returns a usable value (or a placeholder) even
+when the setting is wrong, and records a (key, message) problem instead of raising; `done()` raises
+one `ActionConfigError` listing them all.
 """
 
 from __future__ import annotations
 
+import enum
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from postee.actions.base import ActionConfigError, ActionSpec, Problem
-from postee.actions.durations import DurationError, parse_duration
-from postee.actions.retry import RetryPolicy, read_retry_policy
+import attrs
+
+from postee.actions.model import ActionConfigError, ActionSpec, Problem
+from postee.actions.retry import RETRY_SETTINGS, RetryPolicy, read_retry_policy
+from postee.values.durations import DurationError, parse_duration
 
 URL_SCHEMES = ("http", "https")
 
@@ -31,7 +41,6 @@ class SettingsReader:
     def __init__(self, spec: ActionSpec) -> None:
         self.spec = spec
         self.problems: list[Problem] = []
-        self.read_keys: set[str] = set()
 
     def problem(self, key: str, message: str) -> None:
         self.problems.append((key, message))
@@ -42,7 +51,6 @@ class SettingsReader:
         return value is not None and value != ""
 
     def raw(self, key: str) -> Any:
-        self.read_keys.add(key)
         return self.spec.settings.get(key)
 
     def string(self, key: str, default: str = "", *, required: bool = False) -> str:
@@ -84,7 +92,7 @@ class SettingsReader:
             return default
         return seconds
 
-    def integer(self, key: str, default: int, *, minimum: int | None = None) -> int:
+    def integer(self, key: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
         value = self.raw(key)
         if value is None or value == "":
             return default
@@ -95,6 +103,9 @@ class SettingsReader:
             return default
         if minimum is not None and value < minimum:
             self.problem(key, f"must be at least {minimum}, not {value}")
+            return default
+        if maximum is not None and value > maximum:
+            self.problem(key, f"must be at most {maximum}, not {value}")
             return default
         return value
 
@@ -126,6 +137,17 @@ class SettingsReader:
             else:
                 result.append(str(item))
         return result
+
+    def environment(self, key: str) -> dict[str, str]:
+        """A list of `NAME=value` strings (environment variables to set), as a dict."""
+        variables: dict[str, str] = {}
+        for index, item in enumerate(self.string_list(key)):
+            name, equals, value = item.partition("=")
+            if not equals or not name or "\0" in item:
+                self.problem(f"{key}[{index}]", f"expected NAME=value, not {item!r}")
+            else:
+                variables[name] = value
+        return variables
 
     def mapping(self, key: str) -> Mapping[str, Any]:
         value = self.raw(key)
@@ -161,3 +183,142 @@ class SettingsReader:
         """Raise `ActionConfigError` listing every problem recorded, if any."""
         if self.problems:
             raise ActionConfigError(self.spec.name, self.problems)
+
+
+# --- declarations: one attrs field per setting ------------------------------------------------------
+
+SETTING_METADATA = "postee.setting"
+"""The attrs metadata key under which `setting(...)` stores a field's `Setting`."""
+
+
+class Kind(enum.Enum):
+    """How a declared setting is read (each one a `SettingsReader` accessor)."""
+
+    STRING = "string"
+    URL = "url"
+    DURATION = "duration"
+    INTEGER = "integer"
+    BOOLEAN = "boolean"
+    STRING_LIST = "string list"
+    """Read as a tuple; a single string is a one-element tuple."""
+    ENVIRONMENT = "environment"
+    """A list of `NAME=value` strings, read as a dict."""
+    MAPPING = "mapping"
+    EXISTING_FILE = "existing file"
+
+
+_EMPTY: dict[Kind, Any] = {
+    Kind.STRING: "",
+    Kind.URL: "",
+    Kind.EXISTING_FILE: "",
+    Kind.STRING_LIST: (),
+}
+"""The default of a kind when the declaration gives none (other kinds must give one, or have a reader)."""
+
+_FACTORIES: dict[Kind, Callable[[], Any]] = {Kind.ENVIRONMENT: dict, Kind.MAPPING: dict}
+
+Reader = Callable[..., Any]
+"""A custom reader: `read(settings_reader, *keys) -> value`, recording problems on the reader."""
+
+
+@attrs.frozen
+class Setting:
+    """How one field of an action is read: its YAML key(s), kind, requirement, default and bounds."""
+
+    keys: tuple[str, ...]
+    kind: Kind | None = None
+    required: bool = False
+    default: Any = None
+    minimum: int | None = None
+    maximum: int | None = None
+    read_with: Reader | None = None
+
+    @property
+    def key(self) -> str:
+        return self.keys[0]
+
+    def read(self, reader: SettingsReader) -> Any:
+        """The setting's value from `reader`'s spec; problems are recorded on `reader`."""
+        if self.read_with is not None:
+            return self.read_with(reader, *self.keys)
+        key, default = self.key, self.default
+        match self.kind:
+            case Kind.STRING:
+                return reader.string(key, default, required=self.required)
+            case Kind.URL:
+                return reader.url(key, required=self.required) or default
+            case Kind.DURATION:
+                return reader.duration(key, default)
+            case Kind.INTEGER:
+                return reader.integer(key, default, minimum=self.minimum, maximum=self.maximum)
+            case Kind.BOOLEAN:
+                return reader.boolean(key, default)
+            case Kind.STRING_LIST:
+                if self.required and not reader.has(key):
+                    reader.problem(key, "required")
+                return tuple(reader.string_list(key)) or default
+            case Kind.ENVIRONMENT:
+                return reader.environment(key)
+            case Kind.MAPPING:
+                return dict(reader.mapping(key))
+            case Kind.EXISTING_FILE:
+                return reader.existing_file(key, required=self.required)
+        raise AssertionError(f"unhandled kind {self.kind}")
+
+
+def setting(
+    *keys: str,
+    kind: Kind = Kind.STRING,
+    required: bool = False,
+    default: Any = attrs.NOTHING,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    read: Reader | None = None,
+    converter: Callable[[Any], Any] | None = None,
+) -> Any:
+    """An attrs field read from the YAML key `keys[0]` (a custom `read` may read all of `keys`).
+
+    Without a `default`, strings and URLs default to "", lists to (), mappings to {}; other kinds
+    need a `default`, and a field with its own `read` has none (the reader always gives a value).
+    """
+    if not keys:
+        raise TypeError("setting() needs at least one YAML key")
+    if read is None and len(keys) > 1:
+        raise TypeError(f"setting{keys}: several keys need a reader of their own (read=...)")
+    if default is attrs.NOTHING and read is None:
+        if kind in _FACTORIES:
+            default = attrs.Factory(_FACTORIES[kind])
+        elif kind in _EMPTY:
+            default = _EMPTY[kind]
+        else:
+            raise TypeError(f"setting({keys[0]!r}): a {kind.value} setting needs a default")
+    plain_default = None if isinstance(default, attrs.Factory) or default is attrs.NOTHING else default
+    declared = Setting(
+        keys=keys,
+        kind=None if read is not None else kind,
+        required=required,
+        default=plain_default,
+        minimum=minimum,
+        maximum=maximum,
+        read_with=read,
+    )
+    return attrs.field(default=default, converter=converter, metadata={SETTING_METADATA: declared})
+
+
+def declared_settings(cls: type) -> list[tuple[str, Setting]]:
+    """(constructor argument, `Setting`) of each declared setting of the attrs class `cls`, in order."""
+    return [
+        (field.alias or field.name, field.metadata[SETTING_METADATA])
+        for field in attrs.fields(cls)
+        if SETTING_METADATA in field.metadata
+    ]
+
+
+def declared_keys(cls: type) -> frozenset[str]:
+    """Every settings key an action class reads: its declared keys and the retry keys."""
+    return RETRY_SETTINGS | {key for _, declared in declared_settings(cls) for key in declared.keys}
+
+
+def read_settings(cls: type, reader: SettingsReader) -> dict[str, Any]:
+    """The declared settings of `cls` read from `reader`, by constructor argument, in declaration order."""
+    return {name: declared.read(reader) for name, declared in declared_settings(cls)}

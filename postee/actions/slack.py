@@ -30,10 +30,12 @@ import json
 import weakref
 from typing import Any, ClassVar
 
-from postee.actions.base import ActionError, ActionSpec, Delivery, SendResult
+import attrs
+
+from postee.actions.base import ActionError, Delivery, SendResult, define_action
 from postee.actions.httpclient import UrlAction, send_request
 from postee.actions.registry import register
-from postee.actions.retry import RetryPolicy
+from postee.values.jsonkind import json_kind
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds per request (Postee sets no limit)."""
@@ -59,14 +61,13 @@ class BlocksError(ValueError):
 
 
 @register
+@define_action
 class SlackAction(UrlAction):
     type_name: ClassVar[str] = "slack"
     default_timeout: ClassVar[float] = DEFAULT_TIMEOUT
 
-    def __init__(self, spec: ActionSpec, *, retry_policy: RetryPolicy, url: str) -> None:
-        super().__init__(spec, retry_policy=retry_policy, url=url)
-        self._progress: dict[int, int] = {}
-        """id(delivery) -> messages of it Slack already accepted, while a split report is partly sent."""
+    _progress: dict[int, int] = attrs.field(factory=dict, init=False)
+    """id(delivery) -> messages of it Slack already accepted, while a split report is partly sent."""
 
     async def send(self, delivery: Delivery) -> SendResult:
         try:
@@ -129,11 +130,11 @@ def parse_blocks(description: str) -> list[Block]:
     blocks: list[Block] = []
     for value in values:
         if not isinstance(value, list):
-            raise BlocksError(f"expected an array, got a JSON {_json_kind(value)}")
+            raise BlocksError(f"expected an array, got a JSON {json_kind(value)}")
         blocks.extend(value)
     for index, block in enumerate(blocks):
         if not isinstance(block, dict):
-            raise BlocksError(f"block {index} is a JSON {_json_kind(block)}, not an object")
+            raise BlocksError(f"block {index} is a JSON {json_kind(block)}, not an object")
         if not isinstance(block.get("type"), str) or not block["type"]:
             raise BlocksError(f"block {index} has no \"type\"")
     return blocks
@@ -175,20 +176,6 @@ def drop_trailing_commas(text: str) -> str:
                 continue
         out.append(char)
     return "".join(out)
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "boolean"
-    if value is None:
-        return "null"
-    return "number"
 
 
 def slack_escape(text: str, limit: int = MAX_TEXT_CHARS) -> str:

@@ -24,14 +24,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
-from postee.actions.base import ActionError, ActionSpec, Delivery, SendResult
+from postee.actions.base import ActionError, Delivery, SendResult, define_action
 from postee.actions.httpclient import HttpClientAction, send_request
 from postee.actions.registry import register
-from postee.actions.retry import RETRY_SETTINGS, RetryPolicy
-from postee.actions.settings import SettingsReader
+from postee.actions.settings import Kind, setting
 
 log = logging.getLogger(__name__)
 
@@ -57,40 +56,39 @@ NOTE_KEY = "postee_note"
 TLS_HINT = " (set tls-verify: false to skip verification; note that Postee's tls-verify: true meant skip)"
 
 
+def collector_url(url: str) -> str:
+    """The HEC endpoint for the configured `url` (a Splunk base URL, or the endpoint itself)."""
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    if not path.endswith(COLLECTOR_PATHS):
+        path += COLLECTOR_PATH
+    return urlunsplit(parts._replace(path=path))
+
+
 @register
+@define_action
 class SplunkAction(HttpClientAction):
     type_name: ClassVar[str] = "splunk"
-    settings_keys: ClassVar[frozenset[str]] = RETRY_SETTINGS | {"url", "token", "size-limit", "tls-verify"}
     default_timeout: ClassVar[float] = DEFAULT_TIMEOUT
 
-    def __init__(
-        self,
-        spec: ActionSpec,
-        *,
-        retry_policy: RetryPolicy,
-        url: str,
-        token: str,
-        size_limit: int = DEFAULT_SIZE_LIMIT,
-        verify: bool = DEFAULT_TLS_VERIFY,
-    ) -> None:
-        super().__init__(spec, retry_policy=retry_policy)
-        self.url = url
-        self._token = token
-        self.size_limit = size_limit
-        self.verify = verify
+    url: str = setting("url", kind=Kind.URL, required=True, converter=collector_url)
+    """The HEC endpoint (`collector_url` of the configured `url`)."""
 
-    @classmethod
-    def from_spec(cls, spec: ActionSpec) -> Self:
-        settings = SettingsReader(spec)
-        url = settings.url("url", required=True)
-        token = settings.string("token", required=True)
-        size_limit = settings.integer("size-limit", DEFAULT_SIZE_LIMIT, minimum=0) or DEFAULT_SIZE_LIMIT
-        verify = settings.boolean("tls-verify", DEFAULT_TLS_VERIFY)
-        policy = settings.retry_policy(DEFAULT_TIMEOUT)
-        settings.done()
-        if size_limit < DEFAULT_SIZE_LIMIT:
-            log.warning("action %s: size-limit %d is below the default %d", spec.name, size_limit, DEFAULT_SIZE_LIMIT)
-        return cls(spec, retry_policy=policy, url=collector_url(url), token=token, size_limit=size_limit, verify=verify)
+    _token: str = setting("token", required=True)
+    size_limit: int = setting(
+        "size-limit",
+        kind=Kind.INTEGER,
+        default=DEFAULT_SIZE_LIMIT,
+        minimum=0,
+        converter=lambda limit: limit or DEFAULT_SIZE_LIMIT,  # 0 means the default, as in Postee
+    )
+    verify: bool = setting("tls-verify", kind=Kind.BOOLEAN, default=DEFAULT_TLS_VERIFY)
+
+    def __attrs_post_init__(self) -> None:
+        if self.size_limit < DEFAULT_SIZE_LIMIT:
+            log.warning(
+                "action %s: size-limit %d is below the default %d", self.name, self.size_limit, DEFAULT_SIZE_LIMIT
+            )
 
     def client_options(self) -> dict[str, Any]:
         return {"headers": {"Authorization": f"Splunk {self._token}", "Content-Type": "application/json"}}
@@ -116,15 +114,6 @@ class SplunkAction(HttpClientAction):
             if exc.status is None and not exc.retryable and "certificate verification failed" in exc.message:
                 raise ActionError(exc.message + TLS_HINT, retryable=False) from None
             raise
-
-
-def collector_url(url: str) -> str:
-    """The HEC endpoint for the configured `url` (a Splunk base URL, or the endpoint itself)."""
-    parts = urlsplit(url)
-    path = parts.path.rstrip("/")
-    if not path.endswith(COLLECTOR_PATHS):
-        path += COLLECTOR_PATH
-    return urlunsplit(parts._replace(path=path))
 
 
 def delivery_event(delivery: Delivery) -> Any:

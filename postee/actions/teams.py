@@ -27,7 +27,7 @@ import json
 import re
 from typing import ClassVar
 
-from postee.actions.base import ActionError, Delivery, SendResult, as_text
+from postee.actions.base import ActionError, Delivery, SendResult, as_text, define_action
 from postee.actions.httpclient import UrlAction, describe_url, send_request
 from postee.actions.registry import register
 
@@ -64,6 +64,7 @@ _ENTITY_TAIL = re.compile(r"&#?[A-Za-z0-9]{0,10}$")
 
 
 @register
+@define_action
 class TeamsAction(UrlAction):
     type_name: ClassVar[str] = "teams"
     default_timeout: ClassVar[float] = DEFAULT_TIMEOUT

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from postee.actions.base import Delivery, SendResult
+from postee.actions.base import Delivery, SendResult, define_action
 from postee.actions.httpclient import UrlAction, send_request
 from postee.actions.registry import register
 
@@ -19,6 +19,7 @@ CONTENT_TYPE = "application/json"
 
 
 @register
+@define_action
 class WebhookAction(UrlAction):
     type_name: ClassVar[str] = "webhook"
     default_timeout: ClassVar[float] = DEFAULT_TIMEOUT

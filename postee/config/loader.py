@@ -27,7 +27,8 @@ from postee.config.model import (
     RouteConfig,
     TemplateConfig,
 )
-from postee.config.units import parse_duration, parse_size
+from postee.values.durations import parse_duration
+from postee.values.sizes import parse_size
 
 TOP_KEYS = frozenset(
     {"name", "aqua-server", "max-db-size", "db-verify-interval", "delete-old-data", "routes", "templates",

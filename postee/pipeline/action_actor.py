@@ -13,6 +13,7 @@ in an action) does crash it, after answering the waiting route, and the supervis
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -62,7 +63,7 @@ class ActionActor(Actor[ActionJob]):
         concurrency: int = DEFAULT_ACTION_CONCURRENCY,
         capacity: int = DEFAULT_ACTION_MAILBOX,
         on_execution: Callable[[Execution], Any] | None = None,
-        wall_clock: Callable[[], float] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(name=f"action:{action.name}", capacity=capacity)
         self.action = action
@@ -94,7 +95,7 @@ class ActionActor(Actor[ActionJob]):
     async def _send(self, job: ActionJob, limiter: trio.CapacityLimiter, slot: object) -> None:
         delivery = job.delivery
         action = self.action
-        started_wall = self._wall_clock() if self._wall_clock else trio.current_time()
+        started_wall = self._wall_clock()
         try:
             report = await send_with_retries(action, delivery, on_attempt=self._on_attempt)
         except Exception as exc:

@@ -14,6 +14,7 @@ reload) the running pipeline stays in place.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -22,7 +23,7 @@ import httpx
 import structlog
 import trio
 
-from actors import MailboxStats, RestartPolicy, Supervisor, SupervisorEvent
+from actors import MailboxStats, Supervisor
 from postee.actions.base import ActionSpec
 from postee.actions.registry import build_action
 from postee.config.model import Config
@@ -37,11 +38,11 @@ from postee.rego.library import TemplateLibrary
 from postee.rego.pool import RegoPool
 from postee.rego.render import Template, TemplateSpec, check_template, load_template
 from postee.rego.rules import build_rule
+from postee.store import Store
+from postee.supervision import DEFAULT_STOP_GRACE, node_supervisor
 
 log = structlog.get_logger("postee.pipeline")
 
-DEFAULT_STOP_GRACE = 10.0
-ACTOR_POLICY = RestartPolicy(max_restarts=10, window=60.0, backoff_initial=0.1, backoff_max=5.0)
 
 
 class PipelineError(Exception):
@@ -93,23 +94,23 @@ async def build_pipeline(
     config: Config,
     *,
     pool: RegoPool,
-    store: Any,
+    store: Store,
     library: TemplateLibrary,
     metrics: Metrics | None = None,
     is_local: Callable[[ActionSpec], bool] = runs_everything,
     on_execution: Callable[[Execution], Any] | None = None,
-    wall_clock: Callable[[], float] | None = None,
+    wall_clock: Callable[[], float] = time.time,
     http_client: httpx.AsyncClient | None = None,
     intake_capacity: int = DEFAULT_INTAKE_CAPACITY,
     mailbox_capacity: int | None = None,
     stop_grace: float = DEFAULT_STOP_GRACE,
 ) -> Pipeline:
-    """Validate and assemble the pipeline for `config`; raises PipelineError listing every problem."""
-    import time
+    """Validate and assemble the pipeline for `config`; raises PipelineError listing every problem.
 
+    `wall_clock` gives the epoch times the store keeps and executions report (`time.time`; tests pass their own).
+    """
     problems: list[str] = []
     warnings: list[str] = []
-    wall_clock = wall_clock or time.time
 
     templates: dict[str, Template] = {}
     used = {route.template for route in config.routes if route.template}
@@ -149,17 +150,14 @@ async def build_pipeline(
         if not spec.enable or not is_local(spec):
             continue
         try:
-            action_objects[spec.name] = build_action(spec)
+            # In a worker thread: some actions read files, write keys and build TLS contexts here.
+            action_objects[spec.name] = await trio.to_thread.run_sync(build_action, spec)
         except Exception as exc:  # ActionConfigError and friends: report them all together
             problems.append(f"actions[{spec.name}]: {exc}")
     if problems:
         raise PipelineError(problems)
     for warning in warnings:
         log.warning("template check", problem=warning)
-
-    def on_event(event: SupervisorEvent) -> None:
-        if metrics is not None and event.kind.value == "restarted":
-            metrics.restarts.labels(event.supervisor, event.child).inc()
 
     action_actors = {
         name: ActionActor(action, metrics=metrics, on_execution=on_execution, wall_clock=wall_clock,
@@ -182,13 +180,13 @@ async def build_pipeline(
         )
     router = Router(list(route_actors.values()), capacity=intake_capacity)
 
-    actions_sup = Supervisor("actions", ACTOR_POLICY, on_event=on_event, stop_grace=stop_grace)
+    actions_sup = node_supervisor("actions", metrics, stop_grace=stop_grace)
     for actor in action_actors.values():
         actions_sup.add(actor)
-    routes_sup = Supervisor("routes", ACTOR_POLICY, on_event=on_event, stop_grace=stop_grace)
+    routes_sup = node_supervisor("routes", metrics, stop_grace=stop_grace)
     for actor in route_actors.values():
         routes_sup.add(actor)
-    root = Supervisor("pipeline", ACTOR_POLICY, on_event=on_event, stop_grace=stop_grace)
+    root = node_supervisor("pipeline", metrics, stop_grace=stop_grace)
     root.add(actions_sup)
     root.add(routes_sup)
     root.add(router)

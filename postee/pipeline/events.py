@@ -1,8 +1,11 @@
 """Events as the pipeline carries them, and the ring of recent events behind `GET /events`.
 
 An event is parsed once at intake: the raw bytes are decoded, Postee's backtick rewrite is
-applied, the JSON is checked to be an object, and the canonical JSON text is kept next to the
-parsed value so the Rego workers receive text without re-encoding it for every route.
+applied, and the JSON is checked to be an object. The text as received (after that rewrite, not
+re-encoded: key order, spacing and number spelling are the sender's) is kept next to the parsed
+value. Route rules get it as their Rego input, a runner reports it upstream as is, and
+`GET /events` pastes it into its array, so none of them re-encodes a large scan report once per
+route or per request.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+
+from postee.values.jsonkind import json_kind
 
 RECENT_EVENTS = 1000
 """How many events `GET /events` shows (Postee keeps the last 1000 too)."""
@@ -68,7 +73,7 @@ def parse_event(
     except RecursionError:
         raise InvalidEvent("invalid JSON: nested too deeply") from None
     if not isinstance(body, dict):
-        raise InvalidEvent(f"an event must be a JSON object, got a JSON {_json_kind(body)}")
+        raise InvalidEvent(f"an event must be a JSON object, got a JSON {json_kind(body)}")
     return Event(
         id=event_id or new_event_id(),
         body=body,
@@ -76,18 +81,6 @@ def parse_event(
         received_at=time.time() if received_at is None else received_at,
         source=source,
     )
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "boolean"
-    if value is None:
-        return "null"
-    return "number"
 
 
 class RecentEvents:

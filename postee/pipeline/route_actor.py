@@ -4,15 +4,17 @@ A route prepares several events at once (rule and render run in the Rego worker 
 finishes them one at a time in arrival order, so what its actions receive is in the order the
 events came in, while the workers stay busy.
 
-With `serialize-actions: true` the route also waits for each action to finish before starting
-the next one (in the route's list order) and before taking the next event: the strict order
-Postee promises. Without it the route hands the delivery to every action actor and moves on;
-the actions send concurrently.
+The finishing stage is an `actors.Lane`, the runtime's single-lane actor. With
+`serialize-actions: true` the lane's handler also waits for each action to finish before starting
+the next one (in the route's list order), so the lane takes the next event only when the last
+action of this one is done: the strict order Postee promises. Without it the route hands the
+delivery to every action actor and moves on; the actions send concurrently.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -20,13 +22,12 @@ import attrs
 import structlog
 import trio
 
-from actors import Actor, MailboxClosed, Reply, ask
+from actors import Actor, Lane, MailboxClosed, Reply, ask
 from postee.actions.base import Delivery
 from postee.actions.retry import DeliveryReport
 from postee.config.model import RouteConfig
 from postee.metrics import Metrics
 from postee.pipeline.action_actor import ActionActor, ActionJob
-from postee.pipeline.dedup import dedup_key
 from postee.pipeline.events import Event
 from postee.pipeline.rendering import RenderCache
 from postee.rego.engine import RegoError
@@ -34,6 +35,8 @@ from postee.rego.library import TemplateLibrary
 from postee.rego.pool import RegoPool
 from postee.rego.render import Content, TemplateError, aggregate_items, aggregation_item
 from postee.rego.rules import RouteRule
+from postee.store import Store
+from postee.values.eventkeys import dedup_key
 
 log = structlog.get_logger("postee.route")
 
@@ -84,11 +87,11 @@ class RouteServices:
     """What every route shares."""
 
     pool: RegoPool
-    store: Any  # postee.store.Store
+    store: Store
     renderer: RenderCache
     library: TemplateLibrary
     metrics: Metrics | None = None
-    wall_clock: Callable[[], float] = attrs.field(factory=lambda: trio.current_time)
+    wall_clock: Callable[[], float] = time.time
 
 
 class RouteActor(Actor[RouteJob]):
@@ -112,6 +115,8 @@ class RouteActor(Actor[RouteJob]):
         self.window = window
         self.matched = 0
         self.processed = 0
+        self.lane: Lane[tuple[RouteJob, _Prepared]] | None = None
+        """The finishing stage (see `run`), made anew at every (re)start."""
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
@@ -119,24 +124,24 @@ class RouteActor(Actor[RouteJob]):
 
         Preparing (the rule, then the render) is Rego work in the worker pool and is what takes
         time; running several at once keeps every worker busy. Finishing (dedup, aggregation,
-        handing over to the actions) happens one event at a time in arrival order, so actions see
-        events in the order they came, and a serialized route stays serialized.
+        handing over to the actions) is the route's `Lane`: one event at a time in arrival order,
+        so actions see events in the order they came. In a serialized route the lane's handler also
+        waits for each action in turn, so the lane is what serializes the route.
         """
         timeout = self.route.plugins.aggregate_message_timeout
-        finished = trio.Event()
-        async with trio.open_nursery() as nursery:
+        lane = self.lane = Lane(self._finish_job, name=f"{self.name}:finish", capacity=max(self.window - 1, 0))
+        async with trio.open_nursery() as timers:
             if timeout > 0 and self.actions:
-                nursery.start_soon(self._flush_periodically, timeout)
-            send, receive = trio.open_memory_channel[tuple[RouteJob, _Prepared]](max(self.window - 1, 0))
-            nursery.start_soon(self._finish_in_order, receive, finished)
-            async with send:
+                timers.start_soon(self._flush_periodically, timeout)
+            async with trio.open_nursery() as stages:
+                await stages.start(lane.run)
                 task_status.started(self.address)
                 async for job in self.mailbox:
                     prepared = _Prepared()
-                    nursery.start_soon(self._prepare_into, job.event, prepared)
-                    await send.send((job, prepared))
-            await finished.wait()
-            nursery.cancel_scope.cancel()
+                    stages.start_soon(self._prepare_into, job.event, prepared)
+                    await lane.address.send((job, prepared))
+                lane.begin_stop()  # the lane finishes what it holds, then its run returns
+            timers.cancel_scope.cancel()
 
     async def _prepare_into(self, event: Event, prepared: _Prepared) -> None:
         try:
@@ -146,23 +151,21 @@ class RouteActor(Actor[RouteJob]):
         finally:
             prepared.done.set()
 
-    async def _finish_in_order(self, receive: trio.MemoryReceiveChannel[tuple[RouteJob, _Prepared]],
-                               finished: trio.Event) -> None:
-        async with receive:
-            async for job, prepared in receive:
-                await prepared.done.wait()
-                try:
-                    outcome = prepared.outcome
-                    if outcome is None:
-                        assert prepared.content is not None
-                        outcome = await self.finish(job.event, prepared.content, wait=job.done is not None)
-                except Exception as exc:
-                    if job.done is not None:
-                        job.done.fail(exc)
-                    raise
-                if job.done is not None:
-                    job.done.send(outcome)
-        finished.set()
+    async def _finish_job(self, item: tuple[RouteJob, _Prepared]) -> None:
+        """The lane's handler: wait for the event's preparation, then finish it (and answer `/tenant`)."""
+        job, prepared = item
+        await prepared.done.wait()
+        try:
+            outcome = prepared.outcome
+            if outcome is None:
+                assert prepared.content is not None
+                outcome = await self.finish(job.event, prepared.content, wait=job.done is not None)
+        except Exception as exc:  # a bug: the caller hears of it, the lane crashes and the route restarts
+            if job.done is not None:
+                job.done.fail(exc)
+            raise
+        if job.done is not None:
+            job.done.send(outcome)
 
     # -- the steps -----------------------------------------------------------------------------
     async def process(self, event: Event, *, wait: bool = False) -> RouteOutcome:

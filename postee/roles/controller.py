@@ -4,12 +4,16 @@ On the bus it answers `postee.config` with each runner's slice, takes the events
 reports runners send (acknowledging each once it is safely queued, processing each event id at
 most once), keeps a registry of runners from their heartbeats, and tells runners when the
 configuration is reloaded. Locally it is a `Node` that runs only the actions without `runs-on`:
-an action meant for a runner is never initialised on the controller.
+an action meant for a runner is never initialised on the controller. Each subscription is a child
+of the `controller-bus` supervisor: a crash in one resubscribes it, the node and the others go on
+(runners resend what was not acknowledged).
 """
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -17,7 +21,7 @@ import structlog
 import trio
 import yaml
 
-from actors import MailboxClosed, TransportError
+from actors import MailboxClosed, Supervisor, TransportError
 from actors.transport import Message, Transport
 from postee.actions.base import ActionSpec
 from postee.bus.protocol import (
@@ -37,9 +41,11 @@ from postee.config import Config, ConfigError, Severity, parse_config
 from postee.config.loader import read_yaml
 from postee.config.runner_slice import config_version, slice_yaml
 from postee.pipeline.events import InvalidEvent, parse_event
+from postee.roles.linked import run_linked
 from postee.roles.node import Node, NodeOptions
-from postee.roles.registry import RunnerRegistry
+from postee.roles.runners import RunnerRegistry
 from postee.roles.upstream import HEARTBEAT_INTERVAL
+from postee.supervision import node_supervisor
 
 log = structlog.get_logger("postee.controller")
 
@@ -70,12 +76,17 @@ class Controller:
         self.nats_server: Any = None
         """The embedded nats-server (`postee.bus.server.NatsServer`) when this controller started one."""
         self.duplicates = 0
+        self.bus: Supervisor | None = None
+        """The supervisor of the bus side (one child per subscription), once running."""
 
     async def _load(self) -> Config:
         """Read the config file, keeping the raw YAML too: runner slices are cut from it."""
         path = self.options.node.cfgfile
         data = await trio.to_thread.run_sync(read_yaml, path)
-        config, problems = parse_config(data, source=path, environ=self.options.node.environ)
+        # Checking the actions may read files and build TLS contexts: off the event loop.
+        config, problems = await trio.to_thread.run_sync(
+            functools.partial(parse_config, data, source=path, environ=self.options.node.environ)
+        )
         for problem in problems:
             if problem.severity is Severity.WARNING:
                 log.warning("config", problem=str(problem))
@@ -90,23 +101,27 @@ class Controller:
         )
         node.extra_endpoints["/runners"] = self.registry.runners_json
         node.extra_endpoints["/executions"] = self.registry.executions_json
-        node.readiness_checks["bus"] = lambda: bool(getattr(self.transport, "connected", True))
-        node.metrics.bus_connected.set_function(lambda: 1.0 if getattr(self.transport, "connected", True) else 0.0)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(node.run)
-            await nursery.start(self._serve, CONFIG_SUBJECT, self._on_config_request, "")
-            await nursery.start(self._serve, EVENTS_SUBJECT, self._on_event, CONTROLLER_QUEUE)
-            await nursery.start(self._serve, EXECUTIONS_SUBJECT, self._on_execution, CONTROLLER_QUEUE)
-            await nursery.start(self._serve, HEARTBEAT_SUBJECT, self._on_heartbeat, "")
-            task_status.started(self)
-            await node.stopped.wait()
-            nursery.cancel_scope.cancel()
+        self.bus = self._bus_supervisor(node)
+        await run_linked(node, self.bus, self.transport, readiness="bus", started=lambda: task_status.started(self))
+
+    def _bus_supervisor(self, node: Node) -> Supervisor:
+        """The bus side, one child per subscription, supervised like the pipeline: a crash resubscribes."""
+        bus = node_supervisor("controller-bus", node.metrics, stop_grace=self.options.node.stop_grace,
+                              fail_fast_on_start=True)
+        for name, subject, handler, queue in (
+            ("config", CONFIG_SUBJECT, self._on_config_request, ""),
+            ("events", EVENTS_SUBJECT, self._on_event, CONTROLLER_QUEUE),
+            ("executions", EXECUTIONS_SUBJECT, self._on_execution, CONTROLLER_QUEUE),
+            ("heartbeats", HEARTBEAT_SUBJECT, self._on_heartbeat, ""),
+        ):
+            bus.add(functools.partial(self._serve, subject, handler, queue), name=name)
+        return bus
 
     def request_stop(self) -> None:
         if self.node is not None:
             self.node.request_stop()
 
-    async def _serve(self, subject: str, handler: Any, queue: str, *,
+    async def _serve(self, subject: str, handler: Callable[[Message], Awaitable[None]], queue: str, *,
                      task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """One subscription, its messages handled one at a time (runner events stay in order)."""
         async with self.transport.subscribe(subject, queue=queue) as subscription:

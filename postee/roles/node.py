@@ -21,13 +21,14 @@ import functools
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
 import structlog
 import trio
 
+from actors import MailboxStats, one_error
 from postee.actions.base import ActionSpec
 from postee.config import Config, ConfigError, load_config
 from postee.metrics import Metrics
@@ -37,15 +38,16 @@ from postee.pipeline.events import Event, RecentEvents
 from postee.pipeline.router import DEFAULT_INTAKE_CAPACITY
 from postee.rego.library import TemplateLibrary
 from postee.rego.pool import RegoPool, open_rego_pool
+from postee.store import SqliteStore
 from postee.store.maintenance import serve_maintenance
-from postee.store.sqlite import Store, open_store
+from postee.store.sqlite import open_store
+from postee.supervision import DEFAULT_STOP_GRACE
 from postee.web.app import DEFAULT_MAX_BODY, PosteeApp
 from postee.web.selfsigned import ensure_self_signed
 from postee.web.server import serve_app
 
 log = structlog.get_logger("postee.node")
 
-DEFAULT_STOP_GRACE = 10.0
 ENV_API_KEY = "POSTEE_API_KEY"
 ENV_INGEST_TOKEN = "POSTEE_INGEST_TOKEN"
 
@@ -94,7 +96,8 @@ class Node:
         self.on_reloaded = on_reloaded
         self.config: Config | None = None
         self.pipeline: Pipeline | None = None
-        self.store: Store | None = None
+        self.store: SqliteStore | None = None
+        """The node's SQLite store (it runs the maintenance too); the pipeline sees it as a `Store`."""
         self.pool: RegoPool | None = None
         self.library: TemplateLibrary | None = None
         self.urls: list[str] = []
@@ -118,32 +121,36 @@ class Node:
         return config
 
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run until `request_stop()` or a signal; raises ConfigError / PipelineError / StoreError at start."""
-        opts = self.options
-        self.config = await self._load()
-        try:
-            async with open_store(opts.db_path) as store, open_rego_pool(
-                opts.rego_engine, workers=opts.rego_workers, isolation=opts.rego_isolation  # type: ignore[arg-type]
-            ) as pool:
-                self.store, self.pool = store, pool
-                self._api_key = await self._init_api_key(store)
-                self.library = await trio.to_thread.run_sync(TemplateLibrary.load, opts.rego_templates)
-                self.pipeline = await self._build(self.config)
-                async with trio.open_nursery() as nursery:
-                    self._nursery = nursery
-                    await nursery.start(self.pipeline.supervisor.run)
-                    self.metrics.watch_mailboxes(self._mailboxes)
-                    nursery.start_soon(self._maintenance_loop)
-                    if opts.handle_signals:
-                        nursery.start_soon(self._signal_loop)
-                    await self._serve_web(task_status)
-                    log.info("stopping: draining the pipeline", grace=opts.stop_grace)
-                    await drain(self.pipeline, grace=opts.stop_grace)
-                    nursery.cancel_scope.cancel()
-        finally:
-            self.metrics.ready.set(0)
-            self.stopped.set()
-            log.info("stopped")
+        """Run until `request_stop()` or a signal; raises ConfigError / PipelineError / StoreError at start.
+
+        Raises one exception, never an exception group, for a single failure.
+        """
+        with one_error():  # a single failure leaves as itself, never as a group
+            opts = self.options
+            self.config = await self._load()
+            try:
+                async with open_store(opts.db_path) as store, open_rego_pool(
+                    opts.rego_engine, workers=opts.rego_workers, isolation=opts.rego_isolation  # type: ignore[arg-type]
+                ) as pool:
+                    self.store, self.pool = store, pool
+                    self._api_key = await self._init_api_key(store)
+                    self.library = await trio.to_thread.run_sync(TemplateLibrary.load, opts.rego_templates)
+                    self.pipeline = await self._build(self.config)
+                    async with trio.open_nursery() as nursery:
+                        self._nursery = nursery
+                        await nursery.start(self.pipeline.supervisor.run)
+                        self.metrics.watch_mailboxes(self._mailboxes)
+                        nursery.start_soon(self._maintenance_loop)
+                        if opts.handle_signals:
+                            nursery.start_soon(self._signal_loop)
+                        await self._serve_web(task_status)
+                        log.info("stopping: draining the pipeline", grace=opts.stop_grace)
+                        await drain(self.pipeline, grace=opts.stop_grace)
+                        nursery.cancel_scope.cancel()
+            finally:
+                self.metrics.ready.set(0)
+                self.stopped.set()
+                log.info("stopped")
 
     async def _serve_web(self, task_status: trio.TaskStatus[Node]) -> None:
         """Run the listeners until a stop is requested; returns once they stopped accepting."""
@@ -167,7 +174,7 @@ class Node:
     def request_stop(self) -> None:
         self._stop_requested.set()
 
-    async def _init_api_key(self, store: Store) -> str:
+    async def _init_api_key(self, store: SqliteStore) -> str:
         """The `/reload` key: `POSTEE_API_KEY` when set, else generated once and kept in the store."""
         from_env = self.options.environ.get(ENV_API_KEY)
         if from_env:
@@ -239,7 +246,7 @@ class Node:
                     max_size_bytes=config.max_db_size or None,
                 )
 
-    def _mailboxes(self):  # noqa: ANN202 - generator of MailboxStats
+    def _mailboxes(self) -> Iterator[MailboxStats]:
         if self.pipeline is not None:
             yield from self.pipeline.mailboxes()
 

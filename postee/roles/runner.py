@@ -2,11 +2,13 @@
 
 A runner is a `Node` whose configuration comes from the controller (only the routes and actions
 with `runs-on: <this runner>`), whose every accepted event and every action execution goes into the
-upstream outbox, and whose readiness includes the link to the controller.
+upstream outbox, and whose readiness includes the link to the controller. The link's services run
+under their own supervisor (`runner-link`), beside the node's pipeline supervisor.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -14,11 +16,14 @@ import attrs
 import structlog
 import trio
 
+from actors import Supervisor
 from actors.transport import Transport
 from postee.actions.base import ActionSpec
 from postee.config import Config
+from postee.roles.linked import run_linked
 from postee.roles.node import Node, NodeOptions
 from postee.roles.upstream import DEFAULT_BACKOFF, HEARTBEAT_INTERVAL, Backoff, FetchedConfig, Upstream, fetch_config
+from postee.supervision import node_supervisor
 
 log = structlog.get_logger("postee.runner")
 
@@ -40,6 +45,8 @@ class Runner:
         self.name = options.name
         self.latest: FetchedConfig | None = None
         self.node: Node | None = None
+        self.link: Supervisor | None = None
+        """The supervisor of the link's services (outbox, heartbeats, config watch), once running."""
         self.upstream = Upstream(transport, self.name, lambda: self._node().store, clock=time.time,
                                  backoff=options.backoff)
 
@@ -76,16 +83,18 @@ class Runner:
             on_accepted=self.upstream.report_event,
             on_execution=self.upstream.report_execution,
         )
-        node.readiness_checks["controller_link"] = lambda: bool(getattr(self.transport, "connected", True))
-        node.metrics.bus_connected.set_function(lambda: 1.0 if getattr(self.transport, "connected", True) else 0.0)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(node.run)
-            nursery.start_soon(self.upstream.drain_outbox)
-            nursery.start_soon(self.upstream.send_heartbeats, self.options.heartbeat_interval)
-            await nursery.start(self.upstream.watch_config, self._config_changed)
-            task_status.started(self)
-            await node.stopped.wait()
-            nursery.cancel_scope.cancel()
+        self.link = self._link_supervisor(node)
+        await run_linked(node, self.link, self.transport, readiness="controller_link",
+                         started=lambda: task_status.started(self))
+
+    def _link_supervisor(self, node: Node) -> Supervisor:
+        """The link to the controller, supervised like the pipeline: a crash in it restarts that part."""
+        link = node_supervisor("runner-link", node.metrics, stop_grace=self.options.node.stop_grace,
+                               fail_fast_on_start=True)
+        link.add(self.upstream.drain_outbox, name="outbox")
+        link.add(functools.partial(self.upstream.send_heartbeats, self.options.heartbeat_interval), name="heartbeats")
+        link.add(functools.partial(self.upstream.watch_config, self._config_changed), name="config-watch")
+        return link
 
     async def _config_changed(self) -> Any:
         ok, message = await self._node().reload()

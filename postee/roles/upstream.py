@@ -38,6 +38,7 @@ from postee.config import Config, ConfigError, Severity, parse_config
 from postee.config.runner_slice import config_version
 from postee.pipeline.action_actor import Execution
 from postee.pipeline.events import Event
+from postee.store import Store
 from postee.store.errors import StoreError
 
 log = structlog.get_logger("postee.runner")
@@ -97,7 +98,8 @@ async def fetch_config(
             continue
         text = reply.data.decode("utf-8", errors="replace")
         version = reply.headers.get(HEADER_CONFIG_VERSION) or config_version(text)
-        config = parse_runner_config(text, runner, environ)
+        # Checking the actions may read files and build TLS contexts: off the event loop.
+        config = await trio.to_thread.run_sync(parse_runner_config, text, runner, environ)
         log.info("configuration received from the controller", version=version, routes=len(config.routes),
                  actions=len(config.actions))
         return FetchedConfig(text, version, config)
@@ -121,13 +123,17 @@ def parse_runner_config(text: str, runner: str, environ: dict[str, str]) -> Conf
 
 
 class Upstream:
-    """The runner side of the bus (see the module docstring). Runs as a few tasks in one nursery."""
+    """The runner side of the bus (see the module docstring).
+
+    Its services (`drain_outbox`, `send_heartbeats`, `watch_config`) run as children of the runner's
+    link supervisor: each keeps its state in the store or can rebuild it, so a restart loses nothing.
+    """
 
     def __init__(
         self,
         transport: Transport,
         runner: str,
-        store: Callable[[], Any],
+        store: Callable[[], Store],
         *,
         clock: Callable[[], float],
         backoff: Backoff = DEFAULT_BACKOFF,
@@ -144,7 +150,7 @@ class Upstream:
         self.sent = 0
 
     @property
-    def store(self) -> Any:
+    def store(self) -> Store:
         """The node's store (opened by the node, so looked up when needed)."""
         return self._store()
 
@@ -178,9 +184,14 @@ class Upstream:
         self._wake.set()
 
     # -- services --------------------------------------------------------------------------------
-    async def drain_outbox(self) -> None:
-        """Send outbox messages oldest first, one at a time (order is kept), until acknowledged."""
+    async def drain_outbox(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Send outbox messages oldest first, one at a time (order is kept), until acknowledged.
+
+        Everything it works on is in the store, so a crash loses nothing: the supervisor restarts it
+        and it resumes with the oldest message not yet acknowledged.
+        """
         delay = self.backoff.initial
+        task_status.started()
         while True:
             self._wake = trio.Event()  # before reading: an item added meanwhile still wakes us
             try:
@@ -224,7 +235,10 @@ class Upstream:
         except StoreError:
             return -1
 
-    async def send_heartbeats(self, interval: float = HEARTBEAT_INTERVAL) -> None:
+    async def send_heartbeats(self, interval: float = HEARTBEAT_INTERVAL, *,
+                              task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Tell the controller every `interval` seconds that this runner is alive, and how it is doing."""
+        task_status.started()
         while True:
             beat = Heartbeat(
                 runner=self.runner,

@@ -3,6 +3,8 @@
 Dedup keys with expiry (per route), aggregation queues, action counters, the `/reload` API key,
 processed event ids, the runner outbox and small settings; maintenance expires and evicts. All
 SQLite work runs in a worker thread, one at a time per store (see `postee.store.sqlite`).
+`Store` is the protocol the pipeline and the roles are written against (`postee.store.protocol`);
+`SqliteStore` is the embedded implementation.
 
     async with open_store(db_path_from_env()) as store:
         if not await store.dedup_seen(route, key, ttl_seconds=3600, now=time.time()):
@@ -12,9 +14,10 @@ SQLite work runs in a worker thread, one at a time per store (see `postee.store.
 from postee.store.errors import StoreClosed, StoreCorrupt, StoreError
 from postee.store.maintenance import DEFAULT_VERIFY_INTERVAL, serve_maintenance
 from postee.store.paths import DEFAULT_DB_PATH, PATH_ENV_VAR, db_path_from_env
+from postee.store.protocol import Store
 from postee.store.records import MaintenanceReport, OutboxItem, PendingQueue
 from postee.store.schema import MIGRATIONS, SCHEMA_VERSION
-from postee.store.sqlite import Store, open_store
+from postee.store.sqlite import SqliteStore, open_store
 
 __all__ = [
     "DEFAULT_DB_PATH",
@@ -25,6 +28,7 @@ __all__ = [
     "MaintenanceReport",
     "OutboxItem",
     "PendingQueue",
+    "SqliteStore",
     "Store",
     "StoreClosed",
     "StoreCorrupt",

@@ -1,6 +1,6 @@
 """Group commit: concurrent small operations share one thread hop and one transaction.
 
-A call to `Store.dedup_seen` is a few microseconds of SQLite work but a hop to a worker thread and
+A call to `SqliteStore.dedup_seen` is a few microseconds of SQLite work but a hop to a worker thread and
 back costs tens to hundreds of microseconds, and every commit appends to the WAL. When many route
 actors deduplicate at once, running each call separately makes the hop and the commit the
 bottleneck. The combiner queues such calls; one of the waiting tasks (the *leader*) takes every
@@ -8,7 +8,7 @@ queued call, runs them in order in one worker-thread hop (the store runs them in
 hands each caller its own result and passes the leadership to the next queued call, if any.
 
 No task is started: the leader is always one of the callers, so the combiner needs no nursery and
-the store keeps its plain `await Store.open()` / `aclose()` form. Cancellation: a call cancelled
+the store keeps its plain `await SqliteStore.open()` / `aclose()` form. Cancellation: a call cancelled
 before a leader took it is withdrawn (it never runs); once taken, it runs with its batch (its
 result is dropped), exactly like an operation whose worker thread had already started.
 """

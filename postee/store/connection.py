@@ -1,6 +1,6 @@
 """Opening the database file: directory, connection, pragmas, schema, and errors that name the path.
 
-Runs in a worker thread (called from `Store.open`). Every failure becomes a `StoreError` naming the
+Runs in a worker thread (called from `SqliteStore.open`). Every failure becomes a `StoreError` naming the
 file and `PATH_TO_DB`, because the first thing an operator whose daemon will not start needs to know
 is which path it tried and how to change it.
 """

@@ -16,7 +16,7 @@ import trio
 
 from postee.store.errors import StoreError
 from postee.store.records import MaintenanceReport
-from postee.store.sqlite import DEFAULT_PROCESSED_RETENTION, Store
+from postee.store.sqlite import DEFAULT_PROCESSED_RETENTION, SqliteStore
 
 DEFAULT_VERIFY_INTERVAL = 3600.0
 """Seconds between passes: Postee's `db-verify-interval` default of 1 hour."""
@@ -25,7 +25,7 @@ log = structlog.get_logger("postee.store")
 
 
 async def serve_maintenance(
-    store: Store,
+    store: SqliteStore,
     *,
     interval: float = DEFAULT_VERIFY_INTERVAL,
     max_size_bytes: int | None = None,

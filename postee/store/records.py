@@ -20,7 +20,7 @@ class OutboxItem:
 
 
 class PendingQueue(NamedTuple):
-    """One non-empty aggregation queue, as listed by `Store.aggregation_pending`.
+    """One non-empty aggregation queue, as listed by `SqliteStore.aggregation_pending`.
 
     A tuple rather than an attrs class so callers can unpack `(route, action, count, oldest_ts)`
     directly, which is how the aggregation timer walks the list.

@@ -6,7 +6,8 @@ connection run through `trio.to_thread.run_sync` by a task holding the store's o
 (cancellably, in arrival order) for the connection instead of contending for SQLite's locks. Each
 operation is one short transaction: a single statement where SQL allows it (`dedup_seen` is one
 UPSERT ... RETURNING), else an explicit `BEGIN IMMEDIATE` so a read-then-write cannot interleave
-with another process's write.
+with another process's write. Those functions of the connection are in
+`postee.store.operations`; this module is the async side: the thread, the queue, cancellation.
 
 The hot-path operations (`dedup_seen`, `mark_processed`, `counter_add`) go through a `Combiner`:
 the calls queued at the same moment run together in one thread hop and one transaction (group
@@ -29,18 +30,18 @@ file and must mean the same thing after a restart. Every time-dependent call tak
 from __future__ import annotations
 
 import json
-import math
 import os
 import secrets
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import outcome
 import trio
 
+from postee.store import operations as ops
 from postee.store.combiner import Combiner, Request
 from postee.store.connection import corrupt_error, is_corruption, open_connection
 from postee.store.errors import StoreClosed, StoreError
@@ -72,23 +73,12 @@ API_KEY_SETTING = "api_key"
 API_KEY_BYTES = 32
 """Entropy of a generated API key (`secrets.token_urlsafe`), 256 bits."""
 
-_DEDUP_TABLES = ("dedup", "dedup_by_created", "dedup_by_expires")
 
-_DEDUP_SEEN = """
-INSERT INTO dedup (route, key, expires, created) VALUES (?1, ?2, ?3, ?4)
-ON CONFLICT (route, key) DO UPDATE SET expires = excluded.expires, created = excluded.created
-    WHERE dedup.expires IS NOT NULL AND dedup.expires <= excluded.created
-RETURNING 1
-"""
-# A row comes back when the key was inserted, or replaced because it had expired: "not seen".
-# No row: the key exists and is live: "seen". One statement, one implicit transaction.
-
-
-class Store:
-    """An open store. Create it with `open_store(path)` (async with) or `await Store.open(path)`."""
+class SqliteStore:
+    """An open store. Create it with `open_store(path)` (async with) or `await SqliteStore.open(path)`."""
 
     def __init__(self, conn: sqlite3.Connection, path: str) -> None:
-        """Use `Store.open`: this only wraps an already configured connection."""
+        """Use `SqliteStore.open`: this only wraps an already configured connection."""
         self._conn: sqlite3.Connection | None = conn
         self._path = path
         self._limiter = trio.CapacityLimiter(1)
@@ -101,7 +91,7 @@ class Store:
         conn.set_progress_handler(self._progress, PROGRESS_INTERVAL)
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str], *, migrations: Sequence[Migration] = MIGRATIONS) -> Store:
+    async def open(cls, path: str | os.PathLike[str], *, migrations: Sequence[Migration] = MIGRATIONS) -> SqliteStore:
         """Open (creating if needed) the database at `path`; raises `StoreError` naming the path.
 
         `migrations` is the schema history (see `postee.store.schema`); tests pass a longer one to
@@ -132,7 +122,7 @@ class Store:
                 if conn is not None:
                     await trio.to_thread.run_sync(conn.close)
 
-    async def __aenter__(self) -> Store:
+    async def __aenter__(self) -> SqliteStore:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -167,13 +157,13 @@ class Store:
         try:
             return fn(conn, *args)
         except sqlite3.Error as exc:
-            _rollback(conn)
+            ops.rollback(conn)
             cancelled, self._cancelled = self._cancelled, None
             if cancelled is not None:
                 raise cancelled from None
             raise self._wrap(exc) from exc
         except BaseException:
-            _rollback(conn)
+            ops.rollback(conn)
             raise
         finally:
             self._interruptible = False
@@ -188,7 +178,7 @@ class Store:
         """
         try:
             conn = self._connection()
-            with _write_transaction(conn):
+            with ops.write_transaction(conn):
                 results = [request.fn(conn, *request.args) for request in batch]
         except StoreClosed:
             for request in batch:
@@ -204,7 +194,7 @@ class Store:
         try:
             return request.fn(conn, *request.args)
         except sqlite3.Error as exc:
-            _rollback(conn)
+            ops.rollback(conn)
             raise self._wrap(exc) from exc
 
     def _progress(self) -> int:
@@ -234,18 +224,18 @@ class Store:
             raise ValueError(f"ttl_seconds must be >= 0, not {ttl_seconds!r}")
         now = time.time() if now is None else now
         expires = now + ttl_seconds if ttl_seconds else None
-        return await self._call_batched(_dedup_seen, route, key, expires, now)
+        return await self._call_batched(ops.dedup_seen, route, key, expires, now)
 
     async def dedup_count(self) -> int:
         """Number of dedup keys stored (live or expired but not yet cleaned up), for metrics."""
-        return await self._call(_scalar, "SELECT count(*) FROM dedup", ())
+        return await self._call(ops.scalar, "SELECT count(*) FROM dedup", ())
 
     # -- aggregation -------------------------------------------------------------------------
     async def aggregation_push(self, route: str, action: str, item: Mapping[str, Any], now: float | None = None) -> int:
         """Append `item` (JSON-serialisable) to the (route, action) queue; return the queue length."""
         encoded = json.dumps(item, separators=(",", ":"))
         now = time.time() if now is None else now
-        return await self._call(_aggregation_push, route, action, encoded, now)
+        return await self._call(ops.aggregation_push, route, action, encoded, now)
 
     async def aggregation_take(self, route: str, action: str, limit: int | None = None) -> list[dict[str, Any]]:
         """Remove and return up to `limit` (all when None) items of the queue, oldest first."""
@@ -253,21 +243,21 @@ class Store:
             raise ValueError(f"limit must be >= 0 or None, not {limit!r}")
         if limit == 0:
             return []
-        rows = await self._call(_aggregation_take, route, action, -1 if limit is None else limit)
+        rows = await self._call(ops.aggregation_take, route, action, -1 if limit is None else limit)
         return [json.loads(item) for item in rows]
 
     async def aggregation_pending(self) -> list[PendingQueue]:
         """Every non-empty queue with its length and the time its oldest item was pushed."""
-        return await self._call(_aggregation_pending)
+        return await self._call(ops.aggregation_pending)
 
     # -- counters ----------------------------------------------------------------------------
     async def counter_add(self, name: str, n: int = 1) -> int:
         """Add `n` to the counter `name` (created at 0); return its new value."""
-        return await self._call_batched(_counter_add, name, n)
+        return await self._call_batched(ops.counter_add, name, n)
 
     async def counters(self) -> dict[str, int]:
         """All counters by name."""
-        return await self._call(_counters)
+        return await self._call(ops.counters)
 
     # -- API key and settings ----------------------------------------------------------------
     async def api_key(self) -> str:
@@ -275,7 +265,7 @@ class Store:
 
         Atomic across processes, so `postee apikey` and the daemon agree even on a fresh file.
         """
-        return await self._call(_setting_default, API_KEY_SETTING, secrets.token_urlsafe(API_KEY_BYTES))
+        return await self._call(ops.setting_default, API_KEY_SETTING, secrets.token_urlsafe(API_KEY_BYTES))
 
     async def set_api_key(self, value: str) -> None:
         """Replace the API key (from `POSTEE_API_KEY`)."""
@@ -285,16 +275,16 @@ class Store:
 
     async def kv_get(self, key: str, default: str | None = None) -> str | None:
         """The setting `key`, or `default` when unset."""
-        value = await self._call(_scalar, "SELECT value FROM kv WHERE key = ?", (key,))
+        value = await self._call(ops.scalar, "SELECT value FROM kv WHERE key = ?", (key,))
         return default if value is None else value
 
     async def kv_set(self, key: str, value: str) -> None:
         """Set the setting `key` to `value`."""
-        await self._call(_execute, "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
+        await self._call(ops.execute, "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
 
     async def kv_delete(self, key: str) -> bool:
         """Remove the setting `key`; True when it existed."""
-        return await self._call(_execute, "DELETE FROM kv WHERE key = ?", (key,)) > 0
+        return await self._call(ops.execute, "DELETE FROM kv WHERE key = ?", (key,)) > 0
 
     # -- processed event ids -----------------------------------------------------------------
     async def mark_processed(self, event_id: str, now: float | None = None) -> bool:
@@ -303,11 +293,11 @@ class Store:
         Ids are forgotten by `maintenance` after its `processed_retention`.
         """
         now = time.time() if now is None else now
-        return await self._call_batched(_mark_processed, event_id, now)
+        return await self._call_batched(ops.mark_processed, event_id, now)
 
     async def forget_processed(self, event_id: str) -> bool:
         """Undo `mark_processed` for an event that could not be processed after all (it will come again)."""
-        return await self._call(_execute, "DELETE FROM processed WHERE event_id = ?", (event_id,)) > 0
+        return await self._call(ops.execute, "DELETE FROM processed WHERE event_id = ?", (event_id,)) > 0
 
     # -- outbox ------------------------------------------------------------------------------
     async def outbox_add(
@@ -316,27 +306,28 @@ class Store:
         """Keep a message until `outbox_ack`; return its id (ids increase with insertion)."""
         encoded = json.dumps(dict(headers or {}), separators=(",", ":"))
         now = time.time() if now is None else now
-        return await self._call(_outbox_add, subject, bytes(payload), encoded, now)
+        return await self._call(ops.outbox_add, subject, bytes(payload), encoded, now)
 
     async def outbox_pending(self, limit: int = DEFAULT_OUTBOX_BATCH) -> list[OutboxItem]:
         """Up to `limit` unacknowledged messages, oldest first (they stay until acknowledged)."""
-        return await self._call(_outbox_pending, limit)
+        return await self._call(ops.outbox_pending, limit)
 
     async def outbox_ack(self, ids: Iterable[int]) -> int:
         """Delete the acknowledged messages; return how many existed."""
         encoded = json.dumps([int(i) for i in ids])
         if encoded == "[]":
             return 0
-        return await self._call(_execute, "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))", (encoded,))
+        sql = "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))"
+        return await self._call(ops.execute, sql, (encoded,))
 
     async def outbox_count(self) -> int:
         """Number of unacknowledged messages."""
-        return await self._call(_scalar, "SELECT count(*) FROM outbox", ())
+        return await self._call(ops.scalar, "SELECT count(*) FROM outbox", ())
 
     # -- maintenance -------------------------------------------------------------------------
     async def size(self) -> int:
         """Database size in bytes (`page_count * page_size`, after checkpointing the WAL into it)."""
-        return await self._call(_checkpointed_size)
+        return await self._call(ops.checkpointed_size)
 
     async def maintenance(
         self,
@@ -353,24 +344,24 @@ class Store:
         is a separate operation, so other calls interleave with a long maintenance pass.
         """
         now = time.time() if now is None else now
-        size_before = await self._call(_checkpointed_size)
-        expired = await self._call(_execute, "DELETE FROM dedup WHERE expires IS NOT NULL AND expires <= ?", (now,))
-        pruned = await self._call(_execute, "DELETE FROM processed WHERE ts < ?", (now - processed_retention,))
+        size_before = await self._call(ops.checkpointed_size)
+        expired = await self._call(ops.execute, "DELETE FROM dedup WHERE expires IS NOT NULL AND expires <= ?", (now,))
+        pruned = await self._call(ops.execute, "DELETE FROM processed WHERE ts < ?", (now - processed_retention,))
         if not max_size_bytes or size_before <= max_size_bytes:
-            size_after = await self._call(_checkpointed_size)
+            size_after = await self._call(ops.checkpointed_size)
             return MaintenanceReport(expired, 0, pruned, size_before, size_after)
         # Deleted rows only free space once the file is rewritten: measure after a VACUUM.
-        size = await self._call(_vacuum)
+        size = await self._call(ops.vacuum)
         target = max_size_bytes * (1 - EVICTION_HEADROOM)
         evicted = 0
         for _ in range(MAX_EVICTION_ROUNDS):
             if size <= max_size_bytes:
                 break
-            removed = await self._call(_evict_oldest, size - target)
+            removed = await self._call(ops.evict_oldest, size - target)
             if removed == 0:
                 break
             evicted += removed
-            size = await self._call(_vacuum)
+            size = await self._call(ops.vacuum)
         return MaintenanceReport(
             expired, evicted, pruned, size_before, size, vacuumed=True, over_limit=size > max_size_bytes
         )
@@ -379,159 +370,8 @@ class Store:
 @asynccontextmanager
 async def open_store(
     path: str | os.PathLike[str], *, migrations: Sequence[Migration] = MIGRATIONS
-) -> AsyncIterator[Store]:
+) -> AsyncIterator[SqliteStore]:
     """`async with open_store(path) as store:` opens the store and closes it on exit."""
-    store = await Store.open(path, migrations=migrations)
+    store = await SqliteStore.open(path, migrations=migrations)
     async with store:
         yield store
-
-
-# -- operations: functions of the connection, run in the store's worker thread ---------------
-def _rollback(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
-        try:
-            conn.rollback()
-        except sqlite3.Error:  # the original error is the interesting one
-            pass
-
-
-@contextmanager
-def _write_transaction(conn: sqlite3.Connection):
-    """BEGIN IMMEDIATE: take the write lock up front so a read-then-write never fails half-way."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        _rollback(conn)
-        raise
-    conn.execute("COMMIT")
-
-
-def _scalar(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> Any:
-    row = conn.execute(sql, params).fetchone()
-    return None if row is None else row[0]
-
-
-def _execute(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> int:
-    return conn.execute(sql, params).rowcount
-
-
-def _dedup_seen(conn: sqlite3.Connection, route: str, key: str, expires: float | None, now: float) -> bool:
-    return not conn.execute(_DEDUP_SEEN, (route, key, expires, now)).fetchall()
-
-
-def _aggregation_push(conn: sqlite3.Connection, route: str, action: str, item: str, now: float) -> int:
-    with _write_transaction(conn):
-        conn.execute(
-            "INSERT INTO aggregation (route, action, item, ts) VALUES (?, ?, ?, ?)", (route, action, item, now)
-        )
-        (count,) = conn.execute(
-            "SELECT count(*) FROM aggregation WHERE route = ? AND action = ?", (route, action)
-        ).fetchone()
-    return count
-
-
-def _aggregation_take(conn: sqlite3.Connection, route: str, action: str, limit: int) -> list[str]:
-    with _write_transaction(conn):
-        rows = conn.execute(
-            "SELECT id, item FROM aggregation WHERE route = ? AND action = ? ORDER BY id LIMIT ?",
-            (route, action, limit),
-        ).fetchall()
-        if rows:
-            # The first `limit` ids of the queue are exactly those up to the last one read.
-            conn.execute(
-                "DELETE FROM aggregation WHERE route = ? AND action = ? AND id <= ?", (route, action, rows[-1][0])
-            )
-    return [item for _, item in rows]
-
-
-def _aggregation_pending(conn: sqlite3.Connection) -> list[PendingQueue]:
-    rows = conn.execute(
-        "SELECT route, action, count(*), min(ts) FROM aggregation GROUP BY route, action ORDER BY route, action"
-    ).fetchall()
-    return [PendingQueue(*row) for row in rows]
-
-
-def _counter_add(conn: sqlite3.Connection, name: str, n: int) -> int:
-    (value,) = conn.execute(
-        "INSERT INTO counters (name, value) VALUES (?, ?) "
-        "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value RETURNING value",
-        (name, n),
-    ).fetchall()[0]
-    return value
-
-
-def _counters(conn: sqlite3.Connection) -> dict[str, int]:
-    return dict(conn.execute("SELECT name, value FROM counters ORDER BY name").fetchall())
-
-
-def _setting_default(conn: sqlite3.Connection, key: str, candidate: str) -> str:
-    """The setting, set to `candidate` first if absent: one statement, atomic across processes."""
-    # DO UPDATE with a no-op assignment (not DO NOTHING) so RETURNING yields the existing row too.
-    (value,) = conn.execute(
-        "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = kv.value RETURNING value",
-        (key, candidate),
-    ).fetchall()[0]
-    return value
-
-
-def _mark_processed(conn: sqlite3.Connection, event_id: str, now: float) -> bool:
-    return bool(
-        conn.execute(
-            "INSERT INTO processed (event_id, ts) VALUES (?, ?) ON CONFLICT (event_id) DO NOTHING RETURNING 1",
-            (event_id, now),
-        ).fetchall()
-    )
-
-
-def _outbox_add(conn: sqlite3.Connection, subject: str, payload: bytes, headers: str, now: float) -> int:
-    cursor = conn.execute(
-        "INSERT INTO outbox (subject, payload, headers, ts) VALUES (?, ?, ?, ?)", (subject, payload, headers, now)
-    )
-    return cursor.lastrowid
-
-
-def _outbox_pending(conn: sqlite3.Connection, limit: int) -> list[OutboxItem]:
-    rows = conn.execute("SELECT id, subject, payload, headers, ts FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()
-    return [
-        OutboxItem(id_, subject, bytes(payload), json.loads(headers), ts) for id_, subject, payload, headers, ts in rows
-    ]
-
-
-def _checkpointed_size(conn: sqlite3.Connection) -> int:
-    # TRUNCATE: copy the WAL into the main file and empty it, so the file size is the whole story.
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-    (pages,) = conn.execute("PRAGMA page_count").fetchone()
-    (page_size,) = conn.execute("PRAGMA page_size").fetchone()
-    return pages * page_size
-
-
-def _vacuum(conn: sqlite3.Connection) -> int:
-    """Rewrite the file without its free pages; return the new size."""
-    conn.execute("VACUUM")
-    return _checkpointed_size(conn)
-
-
-def _dedup_bytes(conn: sqlite3.Connection) -> int | None:
-    """Bytes used by the dedup table and its indexes, or None when SQLite lacks `dbstat`."""
-    marks = ",".join("?" * len(_DEDUP_TABLES))
-    try:
-        return _scalar(conn, f"SELECT sum(pgsize) FROM dbstat WHERE name IN ({marks})", _DEDUP_TABLES) or 0
-    except sqlite3.OperationalError:
-        return None
-
-
-def _evict_oldest(conn: sqlite3.Connection, excess_bytes: float) -> int:
-    """Delete about enough of the oldest dedup keys to free `excess_bytes`; return how many."""
-    (count,) = conn.execute("SELECT count(*) FROM dedup").fetchone()
-    if count == 0:
-        return 0
-    dedup_bytes = _dedup_bytes(conn)
-    if dedup_bytes is None:  # no dbstat: assume the whole file is dedup keys (under-evicts; rounds repeat)
-        dedup_bytes = _checkpointed_size(conn)
-    per_key = max(dedup_bytes / count, 1.0)
-    n = min(count, max(1, math.ceil(excess_bytes / per_key)))
-    return conn.execute(
-        "DELETE FROM dedup WHERE (route, key) IN (SELECT route, key FROM dedup ORDER BY created, route, key LIMIT ?)",
-        (n,),
-    ).rowcount

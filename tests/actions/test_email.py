@@ -24,14 +24,9 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from postee.actions import ActionConfigError, ActionError, ActionSpec, Delivery, send_with_retries
-from postee.actions.email import (
-    DNS_TYPE_MX,
-    OWNER_PLACEHOLDER,
-    EmailAction,
-    lookup_mx,
-    parse_endpoint,
-    system_nameservers,
-)
+from postee.actions.email import OWNER_PLACEHOLDER, EmailAction
+from postee.actions.mx import DNS_TYPE_MX, lookup_mx, system_nameservers
+from postee.actions.smtp import parse_endpoint
 
 TITLE = "Critical: alpine:3.18 — 2 vulnerabilities"
 DESCRIPTION = "<h1>alpine:3.18</h1><p>CVE-2024-1 <b>HIGH</b> — fixé</p>"

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from postee.actions import ActionError, ActionSpec, Delivery, build_action, send_with_retries
-from postee.actions.eventpath import substitute
+from postee.values.eventpath import substitute
 from tests.helpers.http_sink import Reply, open_http_sink
 
 EVENT = {

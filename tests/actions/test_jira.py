@@ -10,7 +10,8 @@ import trio
 import trustme
 
 from postee.actions import ActionConfigError, ActionError, ActionSpec, Delivery, send_with_retries
-from postee.actions.jira import MAX_DESCRIPTION_CHARS, MAX_SUMMARY_CHARS, SPRINT_CUSTOM_TYPE, JiraAction
+from postee.actions.jira import MAX_DESCRIPTION_CHARS, MAX_SUMMARY_CHARS, JiraAction
+from postee.actions.jira_api import SPRINT_CUSTOM_TYPE
 from tests.helpers.http_sink import HttpSink, Reply, _config, _serving
 
 PROJECT = "SEC"

@@ -29,6 +29,7 @@ from hypercorn.trio import serve
 
 from postee.actions.base import ActionConfigError, ActionError, ActionSpec, Delivery
 from postee.actions.kubernetes import KubernetesAction
+from postee.actions.registry import build_action
 from postee.actions.retry import send_with_retries
 
 TOKEN = "kube-secret-token-123"
@@ -297,6 +298,35 @@ async def test_client_certificate_authentication(tmp_path, as_files):
     assert all("authorization" not in r.headers for r in api.requests)
     assert api.requests[1].json() == {"metadata": {"labels": {"seen": "yes"}}}
     assert list(tmp_path.glob("**/*.key")) == ([tmp_path / "certs/client.key"] if as_files else [])
+
+
+async def test_built_in_worker_threads_several_at_once(tmp_path):
+    """The pipeline builder calls `build_action` in worker threads: reading the kubeconfig, writing the
+    in-memory key to a private temporary directory and loading it must work there, concurrently."""
+    api = FakeKubeApi(prod_pods(), token=None)
+    client = api.ca = trustme.CA()
+    client_cert = client.issue_cert("postee-client")
+    async with serving(api, client_certs=True):
+        user = {
+            "client-certificate-data": base64.b64encode(client_cert.cert_chain_pems[0].bytes()).decode(),
+            "client-key-data": base64.b64encode(client_cert.private_key_pem.bytes()).decode(),
+        }
+        config = kubeconfig(tmp_path, api.url, cluster={"certificate-authority-data": ca_data(api)}, user=user)
+        spec = kube_spec(config, **{"kube-actions": {"labels": {"seen": "yes"}}})
+        actions = []
+
+        async def build() -> None:
+            actions.append(await trio.to_thread.run_sync(build_action, spec))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(4):
+                nursery.start_soon(build)
+        for action in actions:
+            async with action:
+                await action.send(DELIVERY)
+    assert len(actions) == 4
+    assert len(api.of("PATCH")) == 8
+    assert list(tmp_path.glob("**/*.key")) == []
 
 
 async def test_a_server_requiring_a_client_certificate_refuses_a_token_only_client(tmp_path):

@@ -15,7 +15,7 @@ from postee.actions.pagerduty import (
     severity,
     timestamp,
 )
-from postee.pipeline.dedup import dedup_key
+from postee.values.eventkeys import dedup_key
 from tests.helpers.http_sink import Reply, open_http_sink
 
 ROUTING_KEY = "R0ut1ngK3yR0ut1ngK3yR0ut1ngK3y12"

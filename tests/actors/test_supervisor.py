@@ -9,6 +9,7 @@ from actors import (
     Strategy,
     Supervisor,
     SupervisorGaveUp,
+    one_error,
 )
 from actors.testing import Recorder, open_supervisor
 
@@ -245,3 +246,27 @@ async def test_one_error_unwraps_a_single_failure_and_keeps_real_groups():
     with pytest.raises(ExceptionGroup):
         with one_error():
             raise ExceptionGroup("two", [KeyError(1), ValueError(2)])
+
+
+async def test_fail_fast_on_start_raises_a_first_start_failure_at_once_and_restarts_later_crashes(autojump_clock):
+    attempts = []
+
+    async def fails_to_start(*, task_status=trio.TASK_STATUS_IGNORED):
+        attempts.append(trio.current_time())
+        raise OSError("bus unreachable")
+
+    sup = Supervisor("bus", RestartPolicy(backoff_initial=1), fail_fast_on_start=True)
+    sup.add(fails_to_start)
+    with pytest.raises(OSError, match="bus unreachable"), one_error():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+    assert attempts == [0] and sup.restart_count == 0  # not retried
+
+    crasher = Crasher("link", crashes=2)
+    sup = Supervisor("link-sup", RestartPolicy(backoff_initial=1), fail_fast_on_start=True)
+    sup.add(crasher)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await trio.sleep(10)
+        assert sup.restart_count == 2 and len(crasher.starts) == 3  # crashes after it was ready: restarted
+        sup.begin_stop()

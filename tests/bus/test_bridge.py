@@ -22,7 +22,7 @@ from actors.errors import (
     TransportUnavailable,
 )
 from actors.transport import Message
-from postee.bus.bridge import NatsTransport, connect_nats_transport, open_nats_transport
+from postee.bus.nats_transport import NatsTransport, connect_nats_transport, open_nats_transport
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -402,6 +402,47 @@ async def test_exit_with_error_in_body_raises_it_unwrapped(server):
         async with open_nats_transport(server.url, name="a") as a:
             await a.publish("x", b"y")
             raise KeyError("boom")
+    assert _bridge_threads() == []
+
+
+async def _connect_error(form: str, url: str, **options) -> BaseException:
+    """The exception a failed connect raises, caught where the constructor raised it (for the
+    nursery form: inside the caller's nursery, which would wrap anything it let through)."""
+    try:
+        if form == "open":
+            async with open_nats_transport(url, name="runner", **options):
+                pass
+        else:
+            async with trio.open_nursery() as nursery:
+                try:
+                    await connect_nats_transport(nursery, url, name="runner", **options)
+                except BaseException as exc:
+                    return exc
+    except BaseException as exc:
+        return exc
+    raise AssertionError(f"connected to {url}")
+
+
+@pytest.mark.parametrize("form", ["open", "connect"])
+async def test_a_failed_connect_raises_one_exception_not_a_group(form, nats_factory, tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"nats://127.0.0.1:{s.getsockname()[1]}"
+    public = _new_seed(tmp_path / "good.nk")
+    server = await nats_factory(f"authorization {{ users = [ {{ nkey: {public} }} ] }}")
+    garbage = tmp_path / "garbage.nk"
+    garbage.write_text("SUNOTASEED\n")
+    cases = [
+        (closed, {"connect_timeout": 1.0}, TransportUnavailable),
+        (server.url, {"nkey_seed_file": str(garbage), "connect_timeout": 10}, TransportAuthError),
+        (server.url, {"tls_ca": str(tmp_path / "missing-ca.pem")}, TransportAuthError),
+    ]
+    for url, options, expected in cases:
+        error = await _connect_error(form, url, **options)
+        assert type(error) is expected, repr(error)
+        assert not isinstance(error.__context__, BaseExceptionGroup)
     assert _bridge_threads() == []
 
 

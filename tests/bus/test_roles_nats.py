@@ -17,11 +17,12 @@ import pytest
 import trio
 import yaml
 
-from postee.bus.bridge import open_nats_transport
+from postee.bus.nats_transport import open_nats_transport
 from postee.bus.protocol import CONFIG_SUBJECT
 from postee.roles.launch import LinkOptions, run_controller, run_runner
+from tests.daemon.helpers import pipeline_settled
 from tests.helpers.http_sink import open_http_sink
-from tests.roles.helpers import FAST_BACKOFF, eventually, node_options
+from tests.roles.helpers import FAST_BACKOFF, acknowledged, eventually, node_options
 from tests.roles.test_memory_bus import seed_config, tracee
 
 # Postee's integration test configuration (its Slack action stands in as a webhook: the Slack action
@@ -177,7 +178,10 @@ async def test_controller_down_events_kept_then_delivered_once(tmp_path):
                 await eventually(lambda: len(controller_sink.requests) == 200, timeout=180)
                 await eventually(lambda: controller.registry.runners.get("postee-runner-1") is not None
                                  and controller.registry.runners["postee-runner-1"].executions == 400, timeout=180)
-                await trio.sleep(0.5)
+                # quiet: every event and execution report acknowledged (a resend after a lost
+                # acknowledgement is answered before that), and the controller done with every event
+                await eventually(lambda: acknowledged(runner, 200, 400) and pipeline_settled(controller.node, 200),
+                                 timeout=60)
                 assert len(controller_sink.requests) == 200  # each processed once
                 numbers = [e["event"]["n"] for e in (await c_client.get("/events")).json()
                            if e["source"] == "postee-runner-1"]
@@ -207,7 +211,8 @@ async def test_killed_nats_server_is_restarted_and_nothing_is_lost(tmp_path):
             for n in range(10, 30):
                 await r_client.post("/", content=tracee("TRC-2", n))
             await eventually(lambda: len(controller_sink.requests) == 30, timeout=120)
-            await trio.sleep(0.5)
+            await eventually(lambda: acknowledged(runner, 30, 60) and pipeline_settled(controller.node, 30),
+                             timeout=60)
             assert len(controller_sink.requests) == 30
             numbers = [e["event"]["n"] for e in (await c_client.get("/events")).json()]
             assert numbers == list(range(30))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import ssl
@@ -14,8 +15,7 @@ import pytest
 import structlog
 import trio
 
-from actors import EventKind, RestartPolicy, SupervisorEvent, SupervisorGaveUp
-from actors._groups import unwrap
+from actors import EventKind, RestartPolicy, SupervisorEvent, SupervisorGaveUp, one_error
 from actors.testing import wait_until
 from postee.bus.nkeys_util import NKeyError, public_key_from_seed_file, validate_public_key
 from postee.bus.server import (
@@ -44,14 +44,9 @@ FAST_RESTARTS = RestartPolicy(max_restarts=3, window=30.0, backoff_initial=0.05,
 @asynccontextmanager
 async def _nursery() -> AsyncIterator[trio.Nursery]:
     """A nursery whose single error is raised as itself (as a supervisor sees it), not as a group."""
-    try:
+    with one_error():
         async with trio.open_nursery() as nursery:
             yield nursery
-    except BaseExceptionGroup as group:
-        single = unwrap(group)
-        if single is group:
-            raise
-        raise single from single.__cause__
 
 
 def _run_dirs(work_dir: Path) -> list[Path]:
@@ -227,6 +222,45 @@ async def test_missing_tls_file_is_a_config_error(tmp_path: Path) -> None:
     options = NatsServerOptions(url=LOOPBACK_URL, tls_cert=tmp_path / "c.pem", tls_key=tmp_path / "k.pem")
     with trio.fail_after(10), pytest.raises(NatsServerConfigError, match="TLS certificate file"):
         await serve_nats_server(options)
+
+
+async def _start_error(form: str, options: NatsServerOptions) -> BaseException:
+    """The exception a failed first start raises, caught where the entry point raised it."""
+    serve = functools.partial(serve_nats_server, options, policy=FAST_RESTARTS)
+    try:
+        if form == "serve":
+            await serve()
+        elif form == "nursery.start":
+            async with trio.open_nursery() as nursery:
+                try:
+                    await nursery.start(serve)
+                except BaseException as exc:  # inside the caller's nursery, which would wrap it
+                    return exc
+        else:
+            async with open_nats_server(options, policy=FAST_RESTARTS):
+                pass
+    except BaseException as exc:
+        return exc
+    raise AssertionError("the server started")
+
+
+@pytest.mark.parametrize("form", ["serve", "nursery.start", "open"])
+async def test_a_server_that_cannot_start_raises_one_exception_not_a_group(form: str, tmp_path: Path) -> None:
+    exits = tmp_path / "exits-at-once"
+    exits.write_text("#!/bin/sh\necho '[FTL] made-up fatal error'\nexit 3\n")
+    exits.chmod(0o755)
+    cases = [
+        (NatsServerOptions(url=LOOPBACK_URL, binary=tmp_path / "nope", work_dir=tmp_path), NatsServerNotFound),
+        (NatsServerOptions(url=LOOPBACK_URL, binary=exits, work_dir=tmp_path), NatsServerDied),
+        (NatsServerOptions(url=LOOPBACK_URL, seed_files=[tmp_path / "none"], work_dir=tmp_path), NatsServerConfigError),
+    ]
+    for options, expected in cases:
+        with trio.fail_after(10):
+            error = await _start_error(form, options)
+        assert type(error) is expected, repr(error)
+        assert not isinstance(error.__context__, BaseExceptionGroup)
+    assert "made-up fatal error" in str(await _start_error(form, cases[1][0]))
+    assert not _run_dirs(tmp_path)
 
 
 # -- TLS ----------------------------------------------------------------------------------------

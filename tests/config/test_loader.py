@@ -6,7 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from postee.config import ConfigError, Severity, load_config, parse_config
-from postee.config.units import parse_duration, parse_size
+from postee.values.durations import parse_duration
+from postee.values.sizes import parse_size
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -5,7 +5,7 @@ import json
 
 import trio
 
-from tests.daemon.helpers import event_bytes, running_node, webhook_route
+from tests.daemon.helpers import event_bytes, pipeline_settled, running_node, webhook_route
 from tests.helpers.http_sink import Reply, open_http_sink
 
 
@@ -48,7 +48,7 @@ actions:
             (finding_request,) = await findings.wait_for(1)
             assert image_request.json()["image"] == "alpine:3.19"
             assert finding_request.json()["SigMetadata"]["ID"].startswith("TRC-")
-            await trio.sleep(0.3)
+            await wait_until(lambda: pipeline_settled(node, 3))  # both routes done with all three events
             assert len(images.requests) == 1 and len(findings.requests) == 1
 
 
@@ -207,7 +207,7 @@ actions:
         async with running_node(tmp_path, cfg) as (node, client):
             await client.post("/", content=b"{}")
             (request,) = await sink.wait_for(1)
-            await trio.sleep(0.2)
+            await wait_until(lambda: pipeline_settled(node, 1))
             assert request.path == "/on" and len(sink.requests) == 1
             assert set(node.pipeline.actions) == {"enabled-one"}
 

@@ -121,7 +121,7 @@ def test_other_thread_is_refused(backend: RegopyBackend) -> None:
     def use() -> None:
         try:
             query.evaluate("{}")
-        except BaseException as exc:  # noqa: BLE001 - reported to the test thread
+        except BaseException as exc:  # reported to the test thread
             errors.append(exc)
 
     worker = threading.Thread(target=use)

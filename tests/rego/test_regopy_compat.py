@@ -231,6 +231,12 @@ def test_rewrite_never_fails_and_keeps_lines(pieces: list[str]) -> None:
     assert regopy_compat.rewrite_module(source).count("\n") == source.count("\n")
 
 
+def test_an_assigned_name_only_ever_seen_after_a_dot_is_not_a_constant() -> None:
+    # Found by the property above: `.contains :=` assigns a name that is never counted as a use.
+    for source in (".contains:=", ". contains :=", 'x.tpl := "a %s"\n'):
+        assert regopy_compat.rewrite_module(source) == source
+
+
 def test_trim_space_keeps_escaped_characters_valid() -> None:
     event = {"data": ' {"host": "ubuntu",\t"a\\\\b": 1}\n'}
     assert evaluate("package t\nx := trim_space(input.data)\n", "data.t.x", event) == event["data"].strip()

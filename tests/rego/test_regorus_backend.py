@@ -8,9 +8,9 @@ import pytest
 
 pytest.importorskip("regorus")
 
-from postee.rego.backends import get_backend  # noqa: E402
-from postee.rego.engine import UNDEFINED, RegoCompileError, RegoEvalError  # noqa: E402
-from postee.rego.regorus_backend import RegorusBackend  # noqa: E402
+from postee.rego.backends import get_backend
+from postee.rego.engine import UNDEFINED, RegoCompileError, RegoEvalError
+from postee.rego.regorus_backend import RegorusBackend
 
 RULE_QUERY = "x = data.postee.allow"
 

@@ -75,3 +75,14 @@ async def eventually(predicate, timeout: float = 30.0, interval: float = 0.02) -
     with trio.fail_after(timeout):
         while not predicate():
             await trio.sleep(interval)
+
+
+def acknowledged(runner: Runner, events: int, executions: int) -> bool:
+    """The runner reported at least `events` events and `executions` executions, and the controller
+    acknowledged every report: its outbox holds nothing more to send (or to resend)."""
+    upstream = runner.upstream
+    return (
+        upstream.events_reported >= events
+        and upstream.executions_reported >= executions
+        and upstream.sent == upstream.events_reported + upstream.executions_reported
+    )

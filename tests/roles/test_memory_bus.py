@@ -3,7 +3,7 @@
 Real nodes (HTTP on port 0, SQLite, Rego in threads) and an in-memory bus in place of NATS. These run
 on the real clock with short intervals: with real threads and sockets in play, an autojumping clock
 moves virtual time whenever the machine is slow, which made timeouts fire at random. The registry's
-timing rules are tested under the autojump clock on their own (test_registry.py).
+timing rules are tested under the autojump clock on their own (test_runners.py).
 """
 
 import json
@@ -11,9 +11,9 @@ import json
 import trio
 
 from actors.testing import InMemoryBus
-from tests.daemon.helpers import event_bytes
+from tests.daemon.helpers import event_bytes, pipeline_settled
 from tests.helpers.http_sink import open_http_sink
-from tests.roles.helpers import eventually, running_controller, running_runner
+from tests.roles.helpers import acknowledged, eventually, running_controller, running_runner
 
 
 def seed_config(controller_url: str, runner_url: str) -> str:
@@ -98,7 +98,9 @@ async def test_seed_example_runs_each_action_where_it_belongs_exactly_once(tmp_p
 
             await eventually(lambda: len(runner_sink.requests) == 2 and len(controller_sink.requests) == 3)
             await eventually(lambda: controller.registry.runners["postee-runner-1"].executions == 4)
-            await trio.sleep(1)
+            # quiet: 3 events and 4 executions acknowledged upstream, both pipelines done with every event
+            await eventually(lambda: acknowledged(runner, 3, 4) and pipeline_settled(runner.node, 3)
+                             and pipeline_settled(controller.node, 4))
             assert len(runner_sink.requests) == 2 and len(controller_sink.requests) == 3
             runner_bodies = sorted(r.text for r in runner_sink.requests)
             assert "Event ID: TRC-1" in runner_bodies[0] and "Event ID: TRC-2" in runner_bodies[1]
@@ -150,7 +152,9 @@ async def test_runner_started_first_bootstraps_once_the_controller_is_up(tmp_pat
                 started.set()
 
         nursery.start_soon(runner_side)
-        await trio.sleep(2)  # the runner retries with backoff meanwhile
+        # the runner asks for its configuration again and again (backoff 0.05, 0.1, 0.2, 0.4 s between);
+        # each unanswered request is one delivery attempt on the bus, where nothing else publishes yet
+        await eventually(lambda: bus.published >= 5, timeout=60)
         assert not started.is_set()
         async with running_controller(tmp_path, cfg, bus.connect("controller")) as (controller, _):
             with trio.fail_after(60):
@@ -169,7 +173,12 @@ async def test_outbox_keeps_events_while_the_controller_is_cut_off(tmp_path):
                 assert (await r_client.post("/", content=tracee("TRC-2", n))).status_code == 200
             # the runner's own actions keep running during the outage
             await eventually(lambda: len(runner_sink.requests) == 20)
-            await trio.sleep(1)
+            # every event and execution report is in the outbox, and the runner has since tried twice
+            # more to reach the controller (its heartbeats come only every 5 s: at most one of the two)
+            upstream = runner.upstream
+            await eventually(lambda: upstream.events_reported == 20 and upstream.executions_reported == 40)
+            attempts = bus.published
+            await eventually(lambda: bus.published >= attempts + 2)
             assert controller_sink.requests == []
             assert await runner.node.store.outbox_count() >= 20
             bus.connect("controller")
@@ -260,7 +269,9 @@ actions:
             await a_client.post("/", content=tracee("TRC-1", 1))
             await b_client.post("/", content=tracee("TRC-1", 2))
             await eventually(lambda: len(sink.requests) == 4)
-            await trio.sleep(0.5)
+            await eventually(lambda: acknowledged(runner_a, 1, 1) and acknowledged(runner_b, 1, 1)
+                             and pipeline_settled(runner_a.node, 1) and pipeline_settled(runner_b.node, 1)
+                             and pipeline_settled(controller.node, 2))
             assert sorted(r.text.strip() for r in sink.requests) == ["a 1", "b 2", "central 1", "central 2"]
             await eventually(lambda: {r["name"]: r["state"] for r in json.loads(controller.registry.runners_json())}
                              == {"runner-a": "up", "runner-b": "up"})

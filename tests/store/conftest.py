@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from postee.store import Store, open_store
+from postee.store import SqliteStore, open_store
 
 
 @pytest.fixture
@@ -12,6 +12,6 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[Store]:
+async def store(db_path: Path) -> AsyncIterator[SqliteStore]:
     async with open_store(db_path) as store:
         yield store

@@ -6,7 +6,7 @@ import threading
 import pytest
 import trio
 
-from postee.store import Store, StoreClosed, StoreError
+from postee.store import SqliteStore, StoreClosed, StoreError
 
 T0 = 1_700_000_000.0
 TASKS = 200
@@ -15,7 +15,7 @@ TASKS = 200
 FOREVER = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
 
 
-async def test_concurrent_dedup_of_one_key_lets_exactly_one_through(store: Store) -> None:
+async def test_concurrent_dedup_of_one_key_lets_exactly_one_through(store: SqliteStore) -> None:
     results: list[bool] = []
 
     async def check() -> None:
@@ -28,7 +28,7 @@ async def test_concurrent_dedup_of_one_key_lets_exactly_one_through(store: Store
     assert results.count(False) == 1
 
 
-async def test_concurrent_pushes_and_counters_stay_consistent(store: Store) -> None:
+async def test_concurrent_pushes_and_counters_stay_consistent(store: SqliteStore) -> None:
     lengths: list[int] = []
 
     async def work(i: int) -> None:
@@ -43,7 +43,7 @@ async def test_concurrent_pushes_and_counters_stay_consistent(store: Store) -> N
     assert sorted(item["i"] for item in await store.aggregation_take("r", "a")) == list(range(TASKS))
 
 
-async def test_statements_run_in_worker_threads_not_the_event_loop(store: Store) -> None:
+async def test_statements_run_in_worker_threads_not_the_event_loop(store: SqliteStore) -> None:
     threads: set[int] = set()
     # Private access, test only: the trace callback runs in whichever thread executes a statement.
     store._conn.set_trace_callback(lambda _sql: threads.add(threading.get_ident()))
@@ -54,7 +54,7 @@ async def test_statements_run_in_worker_threads_not_the_event_loop(store: Store)
     assert threading.get_ident() not in threads
 
 
-async def test_a_long_statement_does_not_block_the_loop_and_is_cancellable(store: Store) -> None:
+async def test_a_long_statement_does_not_block_the_loop_and_is_cancellable(store: SqliteStore) -> None:
     ticks = 0
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -76,7 +76,7 @@ async def test_a_long_statement_does_not_block_the_loop_and_is_cancellable(store
     assert await store.dedup_seen("r", "after", 60, now=T0) is False
 
 
-async def test_cancelled_write_is_rolled_back(store: Store) -> None:
+async def test_cancelled_write_is_rolled_back(store: SqliteStore) -> None:
     inserted = trio.Event()
 
     def write_then_hang(conn: sqlite3.Connection) -> None:
@@ -101,7 +101,7 @@ async def test_cancelled_write_is_rolled_back(store: Store) -> None:
     assert await store.kv_get("half") is None
 
 
-async def test_waiting_for_the_connection_is_cancellable(store: Store) -> None:
+async def test_waiting_for_the_connection_is_cancellable(store: SqliteStore) -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             holder = trio.CancelScope()
@@ -129,7 +129,7 @@ async def test_waiting_for_the_connection_is_cancellable(store: Store) -> None:
 
 
 # -- group commit (postee.store.combiner) -----------------------------------------------------
-async def test_concurrent_hot_path_calls_share_thread_hops(store: Store) -> None:
+async def test_concurrent_hot_path_calls_share_thread_hops(store: SqliteStore) -> None:
     results: list[bool] = []
 
     async def check(i: int) -> None:
@@ -145,7 +145,7 @@ async def test_concurrent_hot_path_calls_share_thread_hops(store: Store) -> None
     assert store._combiner.batches <= 10
 
 
-async def test_one_bad_call_in_a_batch_fails_only_its_caller(store: Store) -> None:
+async def test_one_bad_call_in_a_batch_fails_only_its_caller(store: SqliteStore) -> None:
     outcomes: dict[str, object] = {}
 
     async def mark(event_id: object) -> None:
@@ -165,12 +165,12 @@ async def test_one_bad_call_in_a_batch_fails_only_its_caller(store: Store) -> No
     assert await store.mark_processed("e1", now=T0) is False  # the good ones were committed
 
 
-async def _hold_connection(store: Store, scope: trio.CancelScope) -> None:
+async def _hold_connection(store: SqliteStore, scope: trio.CancelScope) -> None:
     with scope:
         await store._call(lambda conn: conn.execute(FOREVER).fetchall())
 
 
-async def test_a_cancelled_queued_call_never_runs_and_the_others_do(store: Store) -> None:
+async def test_a_cancelled_queued_call_never_runs_and_the_others_do(store: SqliteStore) -> None:
     results: dict[str, bool] = {}
 
     async def check(key: str, scope: trio.CancelScope) -> None:
@@ -192,7 +192,7 @@ async def test_a_cancelled_queued_call_never_runs_and_the_others_do(store: Store
     assert await store.dedup_seen("r", "follower", 60, now=T0) is False  # it never ran
 
 
-async def test_a_cancelled_leader_hands_over_to_the_next_call(store: Store) -> None:
+async def test_a_cancelled_leader_hands_over_to_the_next_call(store: SqliteStore) -> None:
     results: dict[str, bool] = {}
 
     async def check(key: str, scope: trio.CancelScope) -> None:
@@ -216,7 +216,7 @@ async def test_a_cancelled_leader_hands_over_to_the_next_call(store: Store) -> N
 
 
 async def test_batched_calls_on_a_closed_store_fail_cleanly(db_path) -> None:
-    store = await Store.open(db_path)
+    store = await SqliteStore.open(db_path)
     await store.aclose()
     errors: list[BaseException] = []
 

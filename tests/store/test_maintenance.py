@@ -6,7 +6,7 @@ from pathlib import Path
 
 import trio
 
-from postee.store import Store, open_store, serve_maintenance
+from postee.store import SqliteStore, open_store, serve_maintenance
 
 T0 = 1_700_000_000.0
 KEY_PADDING = "x" * 150  # long keys, as real dedup keys (image-digest-CVE-...) are
@@ -16,14 +16,14 @@ def _file_size(path: Path | str) -> int:
     return os.path.getsize(path) if os.path.exists(path) else 0
 
 
-async def _fill(store: Store, count: int, ttl: float | None = None) -> list[str]:
+async def _fill(store: SqliteStore, count: int, ttl: float | None = None) -> list[str]:
     keys = [f"{i:06d}-{KEY_PADDING}" for i in range(count)]
     for i, key in enumerate(keys):
         assert await store.dedup_seen("r", key, ttl, now=T0 + i) is False
     return keys
 
 
-async def test_expired_keys_are_deleted_live_ones_kept(store: Store) -> None:
+async def test_expired_keys_are_deleted_live_ones_kept(store: SqliteStore) -> None:
     await store.dedup_seen("r", "expired", 10, now=T0)
     await store.dedup_seen("r", "live", 100, now=T0)
     await store.dedup_seen("r", "forever", None, now=T0)
@@ -34,7 +34,7 @@ async def test_expired_keys_are_deleted_live_ones_kept(store: Store) -> None:
     assert await store.dedup_seen("r", "forever", None, now=T0 + 50) is True
 
 
-async def test_no_limit_means_no_eviction(store: Store) -> None:
+async def test_no_limit_means_no_eviction(store: SqliteStore) -> None:
     await _fill(store, 500)
     report = await store.maintenance(now=T0 + 10_000, max_size_bytes=None)
     assert report.evicted == 0
@@ -43,7 +43,7 @@ async def test_no_limit_means_no_eviction(store: Store) -> None:
     assert report.evicted == 0
 
 
-async def test_over_size_evicts_oldest_first_and_the_file_shrinks(store: Store, db_path: Path) -> None:
+async def test_over_size_evicts_oldest_first_and_the_file_shrinks(store: SqliteStore, db_path: Path) -> None:
     count = 3000
     keys = await _fill(store, count)
     size = await store.size()
@@ -66,7 +66,7 @@ async def test_over_size_evicts_oldest_first_and_the_file_shrinks(store: Store, 
     assert seen == [False] * report.evicted + [True] * (count - report.evicted)
 
 
-async def test_expiry_alone_can_bring_the_size_under(store: Store) -> None:
+async def test_expiry_alone_can_bring_the_size_under(store: SqliteStore) -> None:
     await _fill(store, 2000, ttl=10)
     await store.dedup_seen("r", "survivor", None, now=T0 + 5000)
     size = await store.size()
@@ -77,7 +77,7 @@ async def test_expiry_alone_can_bring_the_size_under(store: Store) -> None:
     assert await store.dedup_seen("r", "survivor", None, now=T0 + 5000) is True
 
 
-async def test_undelivered_messages_are_never_evicted(store: Store) -> None:
+async def test_undelivered_messages_are_never_evicted(store: SqliteStore) -> None:
     for i in range(300):
         await store.aggregation_push("r", "a", {"n": i, "pad": KEY_PADDING}, now=T0)
         await store.outbox_add("s", KEY_PADDING.encode(), now=T0)
@@ -99,7 +99,7 @@ async def test_eviction_persists(db_path: Path) -> None:
         assert await store.size() <= size // 2
 
 
-async def test_maintenance_service_runs_every_interval(store: Store, autojump_clock) -> None:
+async def test_maintenance_service_runs_every_interval(store: SqliteStore, autojump_clock) -> None:
     await store.dedup_seen("r", "k0", 10, now=T0)
     wall = iter(T0 + 100 * i for i in range(1, 100))
     reports: list[tuple[float, int]] = []

@@ -9,7 +9,7 @@ from postee.store import (
     DEFAULT_DB_PATH,
     MIGRATIONS,
     SCHEMA_VERSION,
-    Store,
+    SqliteStore,
     StoreClosed,
     StoreCorrupt,
     StoreError,
@@ -47,7 +47,7 @@ async def test_creates_missing_directories_and_sets_pragmas(tmp_path: Path) -> N
 
 
 async def test_open_and_aclose_without_context_manager(db_path: Path) -> None:
-    store = await Store.open(db_path)
+    store = await SqliteStore.open(db_path)
     assert await store.dedup_seen("r", "k", 0, now=1.0) is False
     await store.aclose()
     await store.aclose()  # idempotent
@@ -61,7 +61,7 @@ async def test_directory_that_cannot_be_created_names_path_and_env_var(tmp_path:
     blocker.write_text("a file where a directory should be")
     path = blocker / "database" / "webhooks.db"
     with pytest.raises(StoreError) as info:
-        await Store.open(path)
+        await SqliteStore.open(path)
     message = str(info.value)
     assert str(blocker / "database") in message
     assert str(path) in message
@@ -72,7 +72,7 @@ async def test_path_that_is_a_directory_names_path_and_env_var(tmp_path: Path) -
     path = tmp_path / "webhooks.db"
     path.mkdir()
     with pytest.raises(StoreError) as info:
-        await Store.open(path)
+        await SqliteStore.open(path)
     assert str(path) in str(info.value)
     assert "PATH_TO_DB" in str(info.value)
 
@@ -81,7 +81,7 @@ async def test_non_sqlite_file_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "webhooks.db"
     path.write_bytes(b"\x00\x00\x00\x00\x00\x00\x00\x00 this is a BoltDB file, honest " * 200)
     with pytest.raises(StoreCorrupt) as info:
-        await Store.open(path)
+        await SqliteStore.open(path)
     assert str(path) in str(info.value)
     assert "not a usable SQLite database" in str(info.value)
     assert "PATH_TO_DB" in str(info.value)
@@ -99,7 +99,7 @@ async def test_damaged_sqlite_file_is_a_clear_error(db_path: Path) -> None:
         await store.kv_set("x", "y")
     _smash_schema_page(db_path)
     with pytest.raises(StoreCorrupt) as info:
-        await Store.open(db_path)
+        await SqliteStore.open(db_path)
     assert str(db_path) in str(info.value)
 
 
@@ -124,5 +124,5 @@ async def test_migration_hook_upgrades_and_newer_files_are_refused(db_path: Path
     async with open_store(db_path, migrations=upgraded) as store:
         assert await store.kv_get("kept") == "yes"
     with pytest.raises(StoreError, match="newer") as info:
-        await Store.open(db_path)
+        await SqliteStore.open(db_path)
     assert str(db_path) in str(info.value)

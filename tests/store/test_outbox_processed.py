@@ -1,11 +1,11 @@
 """The durable outbox and the processed-event ids."""
 
-from postee.store import Store, open_store
+from postee.store import SqliteStore, open_store
 
 T0 = 1_700_000_000.0
 
 
-async def test_outbox_keeps_messages_until_acknowledged(store: Store) -> None:
+async def test_outbox_keeps_messages_until_acknowledged(store: SqliteStore) -> None:
     ids = [
         await store.outbox_add(f"postee.events.{i}", bytes([i, 0, 255]), {"n": str(i)}, now=T0 + i) for i in range(5)
     ]
@@ -24,7 +24,7 @@ async def test_outbox_keeps_messages_until_acknowledged(store: Store) -> None:
     assert await store.outbox_count() == 3
 
 
-async def test_outbox_without_headers(store: Store) -> None:
+async def test_outbox_without_headers(store: SqliteStore) -> None:
     await store.outbox_add("s", b"", now=T0)
     (item,) = await store.outbox_pending()
     assert (item.payload, item.headers) == (b"", {})
@@ -43,13 +43,13 @@ async def test_outbox_survives_a_restart(db_path) -> None:
         assert await store.outbox_add("up", b"new", now=T0) > acked
 
 
-async def test_mark_processed_once(store: Store) -> None:
+async def test_mark_processed_once(store: SqliteStore) -> None:
     assert await store.mark_processed("evt-1", now=T0) is True
     assert await store.mark_processed("evt-1", now=T0 + 1) is False
     assert await store.mark_processed("evt-2", now=T0 + 1) is True
 
 
-async def test_processed_ids_are_pruned_after_retention(store: Store) -> None:
+async def test_processed_ids_are_pruned_after_retention(store: SqliteStore) -> None:
     assert await store.mark_processed("old", now=T0)
     assert await store.mark_processed("recent", now=T0 + 50)
     report = await store.maintenance(now=T0 + 100, processed_retention=60)

@@ -3,10 +3,10 @@
 import pytest
 import trio
 
-from postee.store import Store, open_store
+from postee.store import SqliteStore, open_store
 
 
-async def test_counters(store: Store) -> None:
+async def test_counters(store: SqliteStore) -> None:
     assert await store.counters() == {}
     assert await store.counter_add("slack") == 1
     assert await store.counter_add("slack", 4) == 5
@@ -39,7 +39,7 @@ async def test_two_stores_on_one_fresh_file_agree_on_the_api_key(db_path) -> Non
     keys: list[str] = []
     async with open_store(db_path) as one, open_store(db_path) as two:
 
-        async def read(store: Store) -> None:
+        async def read(store: SqliteStore) -> None:
             keys.append(await store.api_key())
 
         async with trio.open_nursery() as nursery:
@@ -50,7 +50,7 @@ async def test_two_stores_on_one_fresh_file_agree_on_the_api_key(db_path) -> Non
     assert len(set(keys)) == 1
 
 
-async def test_kv(store: Store) -> None:
+async def test_kv(store: SqliteStore) -> None:
     assert await store.kv_get("x") is None
     assert await store.kv_get("x", "default") == "default"
     await store.kv_set("x", "1")

@@ -2,8 +2,8 @@
 
 Postee parses durations itself rather than with Go's `time.ParseDuration`, so a space between number
 and unit ("2 d") and bare numbers meaning seconds are valid. This parser accepts that, and compound
-values ("1h30m", "1d 12h"). It lives with the actions (timeouts, retry backoff) because the config
-package depends on the actions package, not the other way round; the config loader reuses it.
+values ("1h30m", "1d 12h"). The config loader (the routes' aggregation and dedup timeouts) and the
+actions (`timeout`, `retry-backoff`) both read durations with it.
 """
 
 from __future__ import annotations

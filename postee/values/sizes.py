@@ -1,18 +1,12 @@
-"""Postee's value syntaxes: durations ("10s", "2m", "1h", "2 d", plain seconds) and sizes ("10MB").
+"""Postee's size syntax: "10MB", "1 GB", "512KB", bytes as a plain number (binary multiples).
 
-Postee parses these itself (not with Go's time.ParseDuration), so "2 d" with a space and bare
-numbers meaning seconds are valid, and sizes use binary multiples. Both parsers raise a clear
-ValueError that the config loader prefixes with the key's path. The duration parser lives with
-the actions (their `timeout` and `retry-backoff` settings use it) and is re-exported here.
+Used by the config (`max-db-size`). The parser raises a ValueError that says what was given and what
+is expected; the config loader prefixes it with the key's path.
 """
 
 from __future__ import annotations
 
 import re
-
-from postee.actions.durations import parse_duration
-
-__all__ = ["parse_duration", "parse_size"]
 
 _SIZE_UNITS = {
     "": 1,

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from postee.actions.durations import UNIT_SECONDS, DurationError, format_duration, parse_duration
+from postee.values.durations import UNIT_SECONDS, DurationError, format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

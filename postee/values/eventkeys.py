@@ -1,7 +1,7 @@
 """Event keys from dotted property paths, built like Postee's `GetMessageUniqueId`.
 
 Used by route deduplication (`unique-message-props`) and by actions that need a stable key for an
-event (PagerDuty's dedup key). Kept outside the pipeline so actions do not depend on it.
+event (PagerDuty's dedup key), so it lives with the shared values rather than in either of them.
 
 For each property in `unique-message-props` (a dotted path), walk the event; when a step meets an
 array, take its first element (so `resources.resource.name` works on Aqua scans). The values found

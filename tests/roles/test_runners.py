@@ -5,7 +5,7 @@ import json
 import trio
 
 from postee.bus.protocol import ExecutionReport, Heartbeat
-from postee.roles.registry import RunnerRegistry
+from postee.roles.runners import RunnerRegistry
 
 
 def states(registry: RunnerRegistry) -> dict[str, str]:

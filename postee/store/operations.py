@@ -1,0 +1,180 @@
+"""What each store call does in SQL: functions of a connection, run in the store's worker thread.
+
+`postee.store.sqlite.SqliteStore` owns the connection and decides when and in which thread these run
+(alone, or batched into one transaction); each function here is one short transaction: a single
+statement where SQL allows it, else `write_transaction` (BEGIN IMMEDIATE), so a read-then-write
+cannot interleave with another process's write. Times are the epoch seconds the caller passes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from postee.store.records import OutboxItem, PendingQueue
+
+DEDUP_TABLES = ("dedup", "dedup_by_created", "dedup_by_expires")
+"""The dedup table and its indexes: what evicting dedup keys frees (measured with `dbstat`)."""
+
+DEDUP_SEEN = """
+INSERT INTO dedup (route, key, expires, created) VALUES (?1, ?2, ?3, ?4)
+ON CONFLICT (route, key) DO UPDATE SET expires = excluded.expires, created = excluded.created
+    WHERE dedup.expires IS NOT NULL AND dedup.expires <= excluded.created
+RETURNING 1
+"""
+# A row comes back when the key was inserted, or replaced because it had expired: "not seen".
+# No row: the key exists and is live: "seen". One statement, one implicit transaction.
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        try:
+            conn.rollback()
+        except sqlite3.Error:  # the original error is the interesting one
+            pass
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE: take the write lock up front so a read-then-write never fails half-way."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        rollback(conn)
+        raise
+    conn.execute("COMMIT")
+
+
+def scalar(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> Any:
+    row = conn.execute(sql, params).fetchone()
+    return None if row is None else row[0]
+
+
+def execute(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> int:
+    return conn.execute(sql, params).rowcount
+
+
+def dedup_seen(conn: sqlite3.Connection, route: str, key: str, expires: float | None, now: float) -> bool:
+    return not conn.execute(DEDUP_SEEN, (route, key, expires, now)).fetchall()
+
+
+def aggregation_push(conn: sqlite3.Connection, route: str, action: str, item: str, now: float) -> int:
+    with write_transaction(conn):
+        conn.execute(
+            "INSERT INTO aggregation (route, action, item, ts) VALUES (?, ?, ?, ?)", (route, action, item, now)
+        )
+        (count,) = conn.execute(
+            "SELECT count(*) FROM aggregation WHERE route = ? AND action = ?", (route, action)
+        ).fetchone()
+    return count
+
+
+def aggregation_take(conn: sqlite3.Connection, route: str, action: str, limit: int) -> list[str]:
+    with write_transaction(conn):
+        rows = conn.execute(
+            "SELECT id, item FROM aggregation WHERE route = ? AND action = ? ORDER BY id LIMIT ?",
+            (route, action, limit),
+        ).fetchall()
+        if rows:
+            # The first `limit` ids of the queue are exactly those up to the last one read.
+            conn.execute(
+                "DELETE FROM aggregation WHERE route = ? AND action = ? AND id <= ?", (route, action, rows[-1][0])
+            )
+    return [item for _, item in rows]
+
+
+def aggregation_pending(conn: sqlite3.Connection) -> list[PendingQueue]:
+    rows = conn.execute(
+        "SELECT route, action, count(*), min(ts) FROM aggregation GROUP BY route, action ORDER BY route, action"
+    ).fetchall()
+    return [PendingQueue(*row) for row in rows]
+
+
+def counter_add(conn: sqlite3.Connection, name: str, n: int) -> int:
+    (value,) = conn.execute(
+        "INSERT INTO counters (name, value) VALUES (?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value RETURNING value",
+        (name, n),
+    ).fetchall()[0]
+    return value
+
+
+def counters(conn: sqlite3.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT name, value FROM counters ORDER BY name").fetchall())
+
+
+def setting_default(conn: sqlite3.Connection, key: str, candidate: str) -> str:
+    """The setting, set to `candidate` first if absent: one statement, atomic across processes."""
+    # DO UPDATE with a no-op assignment (not DO NOTHING) so RETURNING yields the existing row too.
+    (value,) = conn.execute(
+        "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = kv.value RETURNING value",
+        (key, candidate),
+    ).fetchall()[0]
+    return value
+
+
+def mark_processed(conn: sqlite3.Connection, event_id: str, now: float) -> bool:
+    return bool(
+        conn.execute(
+            "INSERT INTO processed (event_id, ts) VALUES (?, ?) ON CONFLICT (event_id) DO NOTHING RETURNING 1",
+            (event_id, now),
+        ).fetchall()
+    )
+
+
+def outbox_add(conn: sqlite3.Connection, subject: str, payload: bytes, headers: str, now: float) -> int:
+    cursor = conn.execute(
+        "INSERT INTO outbox (subject, payload, headers, ts) VALUES (?, ?, ?, ?)", (subject, payload, headers, now)
+    )
+    return cursor.lastrowid
+
+
+def outbox_pending(conn: sqlite3.Connection, limit: int) -> list[OutboxItem]:
+    rows = conn.execute("SELECT id, subject, payload, headers, ts FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()
+    return [
+        OutboxItem(id_, subject, bytes(payload), json.loads(headers), ts) for id_, subject, payload, headers, ts in rows
+    ]
+
+
+def checkpointed_size(conn: sqlite3.Connection) -> int:
+    # TRUNCATE: copy the WAL into the main file and empty it, so the file size is the whole story.
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    (pages,) = conn.execute("PRAGMA page_count").fetchone()
+    (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    return pages * page_size
+
+
+def vacuum(conn: sqlite3.Connection) -> int:
+    """Rewrite the file without its free pages; return the new size."""
+    conn.execute("VACUUM")
+    return checkpointed_size(conn)
+
+
+def dedup_bytes(conn: sqlite3.Connection) -> int | None:
+    """Bytes used by the dedup table and its indexes, or None when SQLite lacks `dbstat`."""
+    marks = ",".join("?" * len(DEDUP_TABLES))
+    try:
+        return scalar(conn, f"SELECT sum(pgsize) FROM dbstat WHERE name IN ({marks})", DEDUP_TABLES) or 0
+    except sqlite3.OperationalError:
+        return None
+
+
+def evict_oldest(conn: sqlite3.Connection, excess_bytes: float) -> int:
+    """Delete about enough of the oldest dedup keys to free `excess_bytes`; return how many."""
+    (count,) = conn.execute("SELECT count(*) FROM dedup").fetchone()
+    if count == 0:
+        return 0
+    table_bytes = dedup_bytes(conn)
+    if table_bytes is None:  # no dbstat: assume the whole file is dedup keys (under-evicts; rounds repeat)
+        table_bytes = checkpointed_size(conn)
+    per_key = max(table_bytes / count, 1.0)
+    n = min(count, max(1, math.ceil(excess_bytes / per_key)))
+    return conn.execute(
+        "DELETE FROM dedup WHERE (route, key) IN (SELECT route, key FROM dedup ORDER BY created, route, key LIMIT ?)",
+        (n,),
+    ).rowcount
