@@ -24,6 +24,8 @@ http action's `body-content` carries back to the sink. Phases, per engine:
 
 It also reports CPU ms per event over the throughput phase (from /proc) for the daemon's main
 process, its Rego workers, the load generator and the sink: the cores are shared by all of them.
+The daemon records every accepted event before answering (durable intake, the default);
+`bench/durability.py` runs this daemon with and without that and compares.
 
 The machines are shared and noisy: only ratios within one run mean anything. Everything waits with
 a timeout, and every process started here is killed on the way out.
@@ -135,7 +137,7 @@ def load_main(url: str, plan: dict[str, Any], result_queue: Any) -> None:
     import httpx
     import trio
 
-    base = json.loads(EVENT_FILE.read_text())
+    base = plan.get("base") or json.loads(EVENT_FILE.read_text())
     count, seq0 = plan["events"], plan["seq0"]
     rate, retry, concurrency = plan["rate"], plan["retry"], plan["concurrency"]
     stats = {"200": 0, "503": 0, "other": 0, "errors": 0, "first": None, "last": None, "accepted": [],
@@ -188,10 +190,12 @@ def load_main(url: str, plan: dict[str, Any], result_queue: Any) -> None:
 
 
 def run_load(url: str, *, events: int, seq0: int, concurrency: int, rate: float | None, retry: bool,
-             timeout: float = PHASE_TIMEOUT) -> dict[str, Any]:
+             timeout: float = PHASE_TIMEOUT, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`base`: the event to send (with `seq` and `sent_at` added), the Aqua fixture when None."""
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
-    plan = {"events": events, "seq0": seq0, "rate": rate, "retry": retry, "concurrency": concurrency}
+    plan = {"events": events, "seq0": seq0, "rate": rate, "retry": retry, "concurrency": concurrency,
+            "base": base}
     process = ctx.Process(target=load_main, args=(url, plan, results), daemon=True)
     process.start()
     try:
@@ -286,7 +290,7 @@ def write_config(path: Path, sink_port: int) -> None:
 
 
 class Daemon:
-    def __init__(self, engine: str, workdir: Path, sink_port: int) -> None:
+    def __init__(self, engine: str, workdir: Path, sink_port: int, env_extra: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cfg = workdir / "cfg.yaml"
@@ -294,6 +298,7 @@ class Daemon:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("POSTEE_", "AQUAALERT_")) and k != "REGO_FILTERS_PATH"}
         env["PATH_TO_DB"] = str(workdir / "webhooks.db")
+        env.update(env_extra or {})
         self.log_path = workdir / f"daemon-{engine}.log"
         self.log = open(self.log_path, "wb")  # closed in stop()
         self.process = subprocess.Popen(

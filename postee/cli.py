@@ -29,6 +29,19 @@ DEFAULT_CFGFILE = "/config/cfg.yaml"
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+"""Flags that do not go together: argparse's own exit status for a usage error."""
+
+
+class _Spelled(argparse.Action):
+    """Stores the value and remembers which of the flag's names was typed, so an error can name it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        spelled = dict(getattr(namespace, "spelled", None) or {})
+        spelled[self.dest] = option_string
+        namespace.spelled = spelled
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     controller.add_argument("--nats-url", help="join this NATS server/cluster instead of starting one")
     runner = parser.add_argument_group("runner mode")
     runner.add_argument("--runner-name", help="run as a runner with this name (as in the config's runs-on)")
-    runner.add_argument("--runner-ca-root", "--runner-ca-cert", dest="runner_ca_root",
+    runner.add_argument("--runner-ca-root", "--runner-ca-cert", dest="runner_ca_root", action=_Spelled,
                         help="CA root that signed the controller's certificate")
     runner.add_argument("--runner-tls-cert", help="TLS client certificate")
     runner.add_argument("--runner-tls-key", help="TLS client key")
@@ -60,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = cli_rego.add_subcommands(parser)
     check = commands.add_parser("check", help="validate a config file and print every problem")
     check.add_argument("--cfgfile", dest="check_cfgfile", help="config file (default: as the daemon's)")
+    check.add_argument("--controller-mode", dest="check_as_controller", action="store_true",
+                       help="check as a controller does: secrets and files of runs-on actions are the runner's")
     check.set_defaults(handler=run_check)
     apikey = commands.add_parser("apikey", help="print the key of GET /reload?key=...")
     apikey.set_defaults(handler=run_apikey)
@@ -129,14 +144,59 @@ def node_options(args: argparse.Namespace, environ: Mapping[str, str]) -> NodeOp
     )
 
 
+RUNNER_FLAGS = ("runner_ca_root", "runner_tls_cert", "runner_tls_key", "runner_seed_file")
+CONTROLLER_FLAGS = ("controller_ca_root", "controller_tls_cert", "controller_tls_key", "controller_seed_file",
+                    "nats_url")
+COUNTERPARTS = {"runner_ca_root": "controller_ca_root", "runner_tls_cert": "controller_tls_cert",
+                "runner_tls_key": "controller_tls_key", "runner_seed_file": "controller_seed_file"}
+COUNTERPARTS |= {controller: runner for runner, controller in COUNTERPARTS.items()}
+
+
+def _flag(args: argparse.Namespace, dest: str) -> str:
+    """The flag as the user typed it (`--runner-ca-cert` or `--runner-ca-root`), else its main name."""
+    return (getattr(args, "spelled", None) or {}).get(dest) or "--" + dest.replace("_", "-")
+
+
+def check_role_flags(args: argparse.Namespace) -> None:
+    """Refuse role flags that would be ignored or cannot work, naming the flag (`UsageError`).
+
+    Checked before anything starts: a runner flag without `--runner-name` used to start a standalone
+    node that silently ignored it, and a certificate without its key failed only once the node was up.
+    `--controller-url` belongs to both roles (where the controller listens; where a runner reaches it).
+    """
+    if args.controller_mode and args.runner_name:
+        raise UsageError("--controller-mode and --runner-name exclude each other: a node is one or the other")
+    for dest in RUNNER_FLAGS:
+        if getattr(args, dest) and not args.runner_name:
+            hint = f"; a controller uses {_flag(args, COUNTERPARTS[dest])}" if args.controller_mode else ""
+            raise UsageError(f"{_flag(args, dest)} needs --runner-name (and --controller-url){hint}")
+    for dest in CONTROLLER_FLAGS:
+        if getattr(args, dest) and not args.controller_mode:
+            counterpart = COUNTERPARTS.get(dest)
+            hint = f"; a runner uses {_flag(args, counterpart)}" if args.runner_name and counterpart else ""
+            raise UsageError(f"{_flag(args, dest)} needs --controller-mode{hint}")
+    if args.controller_url and not (args.controller_mode or args.runner_name):
+        raise UsageError("--controller-url needs --runner-name (a runner) or --controller-mode (a controller)")
+    if args.runner_name and not args.controller_url:
+        raise UsageError("--runner-name needs --controller-url (nats://HOST:PORT of the controller)")
+    role = "controller" if args.controller_mode else "runner"
+    cert, key = f"{role}_tls_cert", f"{role}_tls_key"
+    if getattr(args, cert) and not getattr(args, key):
+        raise UsageError(f"{_flag(args, cert)} needs {_flag(args, key)}")
+    if getattr(args, key) and not getattr(args, cert):
+        raise UsageError(f"{_flag(args, key)} needs {_flag(args, cert)}")
+    # Joining a server with --nats-url, the controller is a client: its CA root verifies that server.
+    if args.controller_mode and args.controller_ca_root and not args.controller_tls_cert and not args.nats_url:
+        raise UsageError("--controller-ca-root needs --controller-tls-cert and --controller-tls-key: with a CA "
+                         "root, clients must present certificates to a server that has none")
+
+
 def role_main(args: argparse.Namespace, options: NodeOptions) -> Callable[[], Awaitable[None]]:
-    """The async entry point of the chosen role: standalone, controller or runner."""
+    """The async entry point of the chosen role: standalone, controller or runner (flags already checked)."""
     from functools import partial
 
     from postee.roles.node import Node
 
-    if args.controller_mode and args.runner_name:
-        raise UsageError("--controller-mode and --runner-name exclude each other: a node is one or the other")
     if args.controller_mode:
         from postee.roles.launch import LinkOptions, run_controller
 
@@ -152,8 +212,6 @@ def role_main(args: argparse.Namespace, options: NodeOptions) -> Callable[[], Aw
     if args.runner_name:
         from postee.roles.launch import LinkOptions, run_runner
 
-        if not args.controller_url:
-            raise UsageError("--runner-name needs --controller-url (nats://HOST:PORT of the controller)")
         link = LinkOptions(
             url=args.controller_url,
             ca_root=args.runner_ca_root,
@@ -170,6 +228,12 @@ class UsageError(Exception):
 
 
 def run_daemon(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    try:
+        check_role_flags(args)  # first: a usage error returns at once, before the daemon's modules load
+    except UsageError as exc:
+        print(f"postee: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
     from actors import ActorError, one_error
     from postee.bus.server import NatsServerError
     from postee.config import ConfigError
@@ -186,9 +250,6 @@ def run_daemon(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     try:
         role = role_main(args, options)
         trio.run(main)
-    except UsageError as exc:
-        print(f"postee: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
     except RunnerFatal as exc:
         print(f"postee: runner {args.runner_name}: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
@@ -221,13 +282,15 @@ def run_daemon(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 def run_check(args: argparse.Namespace) -> int:
     """`postee check`: every config problem with its path, then Rego compilation of templates and rules."""
     from postee.config import Severity, check_config
-    from postee.pipeline.build import PipelineError, build_pipeline
+    from postee.pipeline.build import PipelineError, build_pipeline, runs_everything
     from postee.rego.library import TemplateLibrary
     from postee.rego.pool import open_rego_pool
+    from postee.roles.controller import controller_local
 
     environ = os.environ
     path = cfgfile_of(args, environ, getattr(args, "check_cfgfile", None))
-    config, problems = check_config(path)
+    as_controller = bool(getattr(args, "check_as_controller", False) or getattr(args, "controller_mode", False))
+    config, problems = check_config(path, defer_runs_on_env=as_controller)
     errors = [p for p in problems if p.severity is Severity.ERROR]
     for problem in problems:
         print(problem)
@@ -237,7 +300,8 @@ def run_check(args: argparse.Namespace) -> int:
             library = TemplateLibrary.load(getattr(args, "rego_templates", None))
             async with open_rego_pool(cli_rego.engine_name(args), isolation="thread", workers=1) as pool:
                 try:
-                    pipeline = await build_pipeline(config, pool=pool, store=None, library=library)
+                    pipeline = await build_pipeline(config, pool=pool, store=None, library=library,
+                                                    is_local=controller_local if as_controller else runs_everything)
                 except PipelineError as exc:
                     return exc.problems
             for warning in pipeline.warnings:

@@ -187,6 +187,8 @@ class DockerAction(HttpClientAction):
     @classmethod
     def check_settings(cls, reader: SettingsReader, values: dict[str, Any]) -> None:
         """DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, as the docker CLI reads them; the TLS context built now."""
+        if not reader.local:
+            return  # that environment and those files are on the host that runs the action
         tls = bool(os.environ.get(TLS_VERIFY_VARIABLE))
         values["tls"] = tls
         connection = _connection(values["docker_host"], tls=tls)

@@ -74,6 +74,8 @@ def _read_body(settings: SettingsReader, file_key: str, content_key: str) -> str
     """The body template: the file's text, read now (a missing file is a config error), or the content."""
     settings.exclusive(file_key, content_key)
     path = settings.existing_file(file_key)
+    if path and not settings.local:
+        return None  # read where the action runs
     if path:
         try:
             with open(path, encoding="utf-8") as file:

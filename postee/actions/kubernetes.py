@@ -126,6 +126,9 @@ class KubernetesAction(HttpClientAction):
     @classmethod
     def check_settings(cls, reader: SettingsReader, values: dict[str, Any]) -> None:
         """Read the kubeconfig (or the pod's mount) and build the TLS context now: broken ones are config errors."""
+        if not reader.local:  # the kubeconfig is on the host that runs the action; this one is only checked
+            values.update(access=None, verify=True)
+            return
         access = read_access(reader, values["config_file"], values["account_dir"])
         context = load_ssl_context(reader, access) if access is not None else None
         if access is not None and context is not None:

@@ -20,9 +20,11 @@ one `ActionConfigError` listing them all.
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,6 +36,23 @@ from postee.values.durations import DurationError, parse_duration
 
 URL_SCHEMES = ("http", "https")
 
+_HERE = contextvars.ContextVar("postee_action_runs_here", default=True)
+
+
+@contextmanager
+def checking_elsewhere() -> Iterator[None]:
+    """Check actions that run on another host (a controller checking a runner's actions).
+
+    Within it, a `SettingsReader` is not `local`: the action's shape is checked (required keys,
+    kinds, values), but not what only its own host has: files (`existing_file`), a kubeconfig or
+    the pod's service account, Docker's TLS material.
+    """
+    token = _HERE.set(False)
+    try:
+        yield
+    finally:
+        _HERE.reset(token)
+
 
 class SettingsReader:
     """Typed access to `spec.settings` that accumulates problems instead of stopping at the first."""
@@ -41,6 +60,8 @@ class SettingsReader:
     def __init__(self, spec: ActionSpec) -> None:
         self.spec = spec
         self.problems: list[Problem] = []
+        self.local = _HERE.get()
+        """False while `checking_elsewhere`: resources of the action's own host are not looked at."""
 
     def problem(self, key: str, message: str) -> None:
         self.problems.append((key, message))
@@ -159,9 +180,9 @@ class SettingsReader:
         return value
 
     def existing_file(self, key: str, *, required: bool = False) -> str:
-        """A path that names an existing regular file (checked now, at load time)."""
+        """A path that names an existing regular file (checked now, at load time, where the action runs)."""
         path = self.string(key, required=required)
-        if path and not os.path.isfile(path):
+        if path and self.local and not os.path.isfile(path):
             self.problem(key, f"file not found: {path}")
             return ""
         return path

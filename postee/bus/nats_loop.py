@@ -71,6 +71,7 @@ from postee.bus.handoff import (
     WakeSubscriber,
 )
 from postee.bus.nats_errors import build_ssl_context, describe, is_fatal
+from postee.bus.nkeys_util import NKeyError, read_seed
 
 __all__ = ["ClientSettings", "NatsLoop"]
 
@@ -104,6 +105,8 @@ class ClientSettings:
     tls_cert: str | None
     tls_key: str | None
     nkey_seed_file: str | None
+    #: A ready TLS context, used instead of building one from the files (the controller's pinned one).
+    tls_context: ssl.SSLContext | None
     connect_timeout: float
     close_timeout: float
     pending_size: int
@@ -192,8 +195,9 @@ class NatsLoop:
         self._nc = nc
         settings = self.settings
         try:
-            tls = build_ssl_context(settings.tls_ca, settings.tls_cert, settings.tls_key)
-            self._connect_task = asyncio.get_running_loop().create_task(self._connect(nc, tls))
+            tls = settings.tls_context or build_ssl_context(settings.tls_ca, settings.tls_cert, settings.tls_key)
+            seed = self._read_seed()
+            self._connect_task = asyncio.get_running_loop().create_task(self._connect(nc, tls, seed))
             await self._connect_task
         except asyncio.CancelledError:
             await self._close_quietly(nc)
@@ -218,6 +222,20 @@ class NatsLoop:
         finally:
             await self._graceful_close(nc, pump)
 
+    def _read_seed(self) -> str | None:
+        """The NKeys seed of `nkey_seed_file` (bare or decorated, as `nsc` writes it), for nats-py.
+
+        nats-py's own `nkeys_seed=<path>` only takes a bare seed, so we read the file (on this
+        thread, off Trio's) and hand nats-py the seed itself; it signs each server nonce with it,
+        on every reconnect. Errors name the file, never its content."""
+        path = self.settings.nkey_seed_file
+        if not path:
+            return None
+        try:
+            return read_seed(path).decode("ascii")
+        except NKeyError as exc:
+            raise TransportAuthError(f"{self.settings.name}: cannot connect to {self.settings.where}: {exc}") from None
+
     def _connect_error(self, exc: Exception) -> TransportError:
         """What a failed first connect is reported as: `TransportAuthError` when retrying will not help."""
         settings = self.settings
@@ -231,13 +249,13 @@ class NatsLoop:
             return TransportAuthError(f"{settings.name}: cannot connect to {settings.where}: {fatal}")
         return TransportUnavailable(f"{settings.name}: cannot connect: {describe(exc)}")
 
-    async def _connect(self, nc: NatsClient, tls: ssl.SSLContext | None) -> None:
+    async def _connect(self, nc: NatsClient, tls: ssl.SSLContext | None, seed: str | None) -> None:
         settings = self.settings
         options: dict[str, Any] = {}
         if tls is not None:
             options["tls"] = tls
-        if settings.nkey_seed_file:
-            options["nkeys_seed"] = settings.nkey_seed_file
+        if seed is not None:
+            options["nkeys_seed_str"] = seed
         attempt_timeout = max(CONNECT_ATTEMPT_MIN, min(settings.connect_timeout, CONNECT_ATTEMPT_MAX))
         await nc.connect(
             list(settings.servers),

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import ssl
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -221,7 +222,11 @@ class NatsSubscription:
 
 class NatsTransport:
     """A NATS client (implements `actors.transport.Transport`). Make it with `open_nats_transport`
-    or `connect_nats_transport`; attributes are read on the Trio side."""
+    or `connect_nats_transport`; attributes are read on the Trio side.
+
+    TLS comes from files (`tls_ca` to verify the server, else the system store; `tls_cert`/`tls_key`
+    as client certificate) or from a ready `tls_context`, which wins. `nkey_seed_file` holds a bare
+    seed or a decorated block (a `.creds` file): it is read when connecting, never logged."""
 
     def __init__(
         self,
@@ -232,6 +237,7 @@ class NatsTransport:
         tls_cert: str | None = None,
         tls_key: str | None = None,
         nkey_seed_file: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         max_outgoing: int = DEFAULT_MAX_OUTGOING,
@@ -279,6 +285,7 @@ class NatsTransport:
                 tls_cert=tls_cert,
                 tls_key=tls_key,
                 nkey_seed_file=nkey_seed_file,
+                tls_context=tls_context,
                 connect_timeout=connect_timeout,
                 close_timeout=close_timeout,
                 pending_size=pending_size,

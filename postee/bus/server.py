@@ -5,8 +5,11 @@ wheel) so that a single `postee --controller-mode` is all an operator runs. `Nat
 process at a time:
 
 1. write a config file (mode 0600, `postee.bus.server_config`) into a private per-run directory;
-2. start the process, forward its log lines to the `postee.nats` structlog logger (bounded: long
-   lines are cut, only the last lines are kept for error messages);
+   with a pid file (`NatsServerOptions.pid_file`), first lock it and stop a server left from a
+   previous life of the controller (`postee.bus.server_pidfile`);
+2. start the process so that it dies with us, even on SIGKILL (`postee.bus.server_process`); forward
+   its log lines to the `postee.nats` structlog logger (bounded: long lines are cut, only the last
+   lines are kept for error messages);
 3. wait until it is ready — its ports file appeared *and* a TCP connect to the port works — under
    a timeout, then report `task_status.started(client_url)`;
 4. if the process dies, raise `NatsServerDied` (exit code + last log lines) so a supervisor restarts
@@ -35,21 +38,18 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import attrs
 import structlog
 import trio
 
 from actors import RestartPolicy, Supervisor, SupervisorEvent, one_error
 from postee.bus.nkeys_util import NKeyError, public_key_from_seed_file, validate_public_key
 from postee.bus.server_binary import find_nats_server
-from postee.bus.server_config import render_config
+from postee.bus.server_config import RunFiles, render_config, write_run_files
 from postee.bus.server_errors import (
     PORT_IN_USE,
     NatsServerConfigError,
@@ -67,6 +67,8 @@ from postee.bus.server_options import (
     connect_host,
     parse_listen_url,
 )
+from postee.bus.server_pidfile import PidFileClaim, claim_pid_file
+from postee.bus.server_process import ChildProcess, spawn_child
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",
@@ -108,13 +110,6 @@ _LOG_LEVELS = {"[TRC]": "debug", "[DBG]": "debug", "[INF]": "info", "[WRN]": "wa
 
 
 # -- the actor ----------------------------------------------------------------------------------
-@attrs.frozen
-class _RunFiles:
-    directory: Path
-    config: Path
-    ports_dir: Path
-
-
 class NatsServer:
     """One embedded nats-server; `run` starts and watches a process, and may be called again after a crash.
 
@@ -147,14 +142,31 @@ class NatsServer:
         not listen), `NatsServerStartTimeout`, `NatsServerConfigError` or `NatsServerNotFound`.
         """
         binary = await trio.to_thread.run_sync(find_nats_server, self.options.binary)
-        files = await trio.to_thread.run_sync(self._prepare_files)
+        claim = await self._claim_pid_file(binary)
         try:
-            await self._run_process(binary, files, task_status)
+            files = await trio.to_thread.run_sync(self._prepare_files)
+            try:
+                await self._run_process(binary, files, claim, task_status)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(
+                        functools.partial(shutil.rmtree, files.directory, ignore_errors=True)
+                    )
         finally:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(functools.partial(shutil.rmtree, files.directory, ignore_errors=True))
+            if claim is not None:
+                claim.release()
 
     # -- internals -----------------------------------------------------------------------------
+    async def _claim_pid_file(self, binary: Path) -> PidFileClaim | None:
+        """Lock the pid file and stop a leftover server it names (shielded: it is bounded, and a
+        half-stopped leftover must not be abandoned)."""
+        if self.options.pid_file is None:
+            return None
+        claim = functools.partial(claim_pid_file, self.options.pid_file, binary.name, grace=self.options.stop_grace,
+                                  work_dir=self.options.work_dir)
+        with trio.CancelScope(shield=True):
+            return await trio.to_thread.run_sync(claim)
+
     def _public_keys(self) -> list[str]:
         keys: list[str] = []
         try:
@@ -168,7 +180,7 @@ class NatsServer:
             raise NatsServerConfigError(str(exc)) from None
         return list(dict.fromkeys(keys))
 
-    def _prepare_files(self) -> _RunFiles:
+    def _prepare_files(self) -> RunFiles:
         """Check the options' files, write the config (0600) into a fresh private directory."""
         for label, path in (("TLS certificate", self.options.tls_cert), ("TLS key", self.options.tls_key),
                             ("CA root", self.options.ca_root)):
@@ -176,27 +188,17 @@ class NatsServer:
                 raise NatsServerConfigError(f"{label} file {str(path)!r} does not exist")
         public_keys = self._public_keys()
         port = self.port if self.port is not None else self.options.port
-        config = render_config(self.options, port=port, public_keys=public_keys)
-        if self.options.work_dir is not None:
-            self.options.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        directory = Path(tempfile.mkdtemp(prefix="postee-nats-", dir=self.options.work_dir))  # mode 0700
-        ports_dir = directory / "ports"
-        ports_dir.mkdir(mode=0o700)
-        config_path = directory / "nats-server.conf"
-        fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(config)
-        return _RunFiles(directory=directory, config=config_path, ports_dir=ports_dir)
+        return write_run_files(self.options, port=port, public_keys=public_keys)
 
-    async def _run_process(self, binary: Path, files: _RunFiles, task_status: trio.TaskStatus[str]) -> None:
+    async def _run_process(
+        self, binary: Path, files: RunFiles, claim: PidFileClaim | None, task_status: trio.TaskStatus[str]
+    ) -> None:
         self._log_tail.clear()
         command = [
             os.fspath(binary), "--config", os.fspath(files.config), "--ports_file_dir", os.fspath(files.ports_dir)
         ]
         try:
-            process = await trio.lowlevel.open_process(
-                command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-            )
+            process = await spawn_child(command)
         except OSError as exc:
             raise NatsServerError(f"cannot start nats-server {os.fspath(binary)!r}: {exc}") from exc
         self.pid = process.pid
@@ -208,6 +210,8 @@ class NatsServer:
         pump_scope = trio.CancelScope(shield=True)
         failure: BaseException | None = None
         try:
+            if claim is not None:
+                await trio.to_thread.run_sync(claim.record, process.pid, files.config)
             async with trio.open_nursery() as nursery:
                 assert process.stdout is not None
                 nursery.start_soon(self._pump_log, process.stdout, process.pid, log_done, pump_scope)
@@ -223,15 +227,17 @@ class NatsServer:
                     if stopped_by_us:
                         self._logger.info("nats-server stopped", pid=process.pid, returncode=process.returncode)
         finally:
-            if process.returncode is None:  # only if the nursery itself blew up
-                with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True):
+                if process.returncode is None:  # only if the nursery itself blew up
                     process.kill()
                     await process.wait()
+                if claim is not None:
+                    await trio.to_thread.run_sync(claim.clear)
         if failure is not None:
             raise failure
 
     async def _watch(
-        self, process: trio.Process, files: _RunFiles, log_done: trio.Event, task_status: trio.TaskStatus[str]
+        self, process: ChildProcess, files: RunFiles, log_done: trio.Event, task_status: trio.TaskStatus[str]
     ) -> BaseException:
         """Wait for readiness, report it, then wait for the process; returns the error that ends the run."""
         timeout = self.options.ready_timeout
@@ -266,7 +272,7 @@ class NatsServer:
             return NatsServerPortInUse(self.options.host, port, returncode, tail)
         return NatsServerDied(returncode, tail, during_startup=True)
 
-    async def _wait_ready(self, process: trio.Process, ports_dir: Path) -> int | None:
+    async def _wait_ready(self, process: ChildProcess, ports_dir: Path) -> int | None:
         """The port, once the ports file exists and the port accepts a connection; None if the process exits."""
         port = None
         while process.returncode is None:
@@ -296,7 +302,7 @@ class NatsServer:
             return False
         return False
 
-    async def _stop(self, process: trio.Process) -> bool:
+    async def _stop(self, process: ChildProcess) -> bool:
         """SIGTERM, wait up to `stop_grace`, then SIGKILL; always reaps. False if it had exited already."""
         with trio.CancelScope(shield=True):
             if process.returncode is not None:

@@ -92,8 +92,9 @@ class NatsServerOptions:
 
     `seed_files` are NKeys seed files (`--controller-seed-file`): the public key of each is an allowed
     user. `nkeys` are public keys allowed in addition. Any of them turns authentication on; it works
-    with or without TLS. `ca_root` requires `tls_cert`/`tls_key` and makes client certificates
-    mandatory and verified against that CA.
+    with or without TLS. `tls_cert`/`tls_key` alone serve TLS without asking clients for a
+    certificate; `ca_root` requires them and makes client certificates mandatory and verified
+    against that CA (plus `local_client_ca`, if given).
     """
 
     url: str = DEFAULT_URL
@@ -114,6 +115,12 @@ class NatsServerOptions:
     server_name: str | None = None
     #: Extra verbosity from nats-server itself (`debug: true`); protocol tracing is never enabled.
     debug: bool = False
+    #: PEM of one more CA whose client certificates the server accepts besides `ca_root`'s: the
+    #: controller's ephemeral CA for its own connection (`postee.bus.local_link`). Needs `ca_root`.
+    local_client_ca: bytes | None = attrs.field(default=None, repr=False)
+    #: Where the running server's pid is recorded (and locked), so that a restarted controller stops
+    #: a server left from its previous life (`postee.bus.server_pidfile`). None: no pid file.
+    pid_file: Path | None = attrs.field(default=None, converter=_optional_path)
 
     def __attrs_post_init__(self) -> None:
         parse_listen_url(self.url)
@@ -124,6 +131,8 @@ class NatsServerOptions:
                 "a CA root (--controller-ca-root) verifies client certificates and needs server TLS: "
                 "give --controller-tls-cert and --controller-tls-key too"
             )
+        if self.local_client_ca is not None and self.ca_root is None:
+            raise NatsServerConfigError("local_client_ca adds to the CA root's client CAs: it needs ca_root")
         if not 1 <= self.max_payload <= MAX_MAX_PAYLOAD:
             raise NatsServerConfigError(f"max_payload must be between 1 and {MAX_MAX_PAYLOAD} bytes")
         for name in ("write_deadline", "tls_timeout", "ready_timeout"):

@@ -4,7 +4,7 @@ Validation never stops at the first problem: `postee check` prints them all, lik
 `routes[2].actions[0]: unknown action 'slak' (did you mean 'slack'?)`. Unknown keys are
 warnings (Postee silently ignores them, which hides typos such as `serialise-actions`);
 references to missing templates or actions are errors, found at load time rather than when the
-first event arrives.
+first event arrives. `$VAR` secrets are resolved (or left for a runner) as `postee.config.env` says.
 """
 
 from __future__ import annotations
@@ -20,7 +20,10 @@ import attrs
 import yaml
 
 from postee.actions.base import ActionSpec
+from postee.actions.settings import checking_elsewhere
+from postee.config.env import env_keys, resolve_env
 from postee.config.model import (
+    ACTION_GENERIC_KEYS,
     DEFAULT_DB_VERIFY_INTERVAL_HOURS,
     Config,
     Plugins,
@@ -40,9 +43,6 @@ PLUGIN_KEYS = frozenset(
      "policy-show-all"}
 )
 TEMPLATE_KEYS = frozenset({"name", "body", "url", "rego-package", "legacy-scan-renderer"})
-ACTION_GENERIC_KEYS = frozenset({"name", "type", "enable", "runs-on"})
-
-_ENV_REF = re.compile(r"^\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))$")
 
 
 class Severity(enum.Enum):
@@ -189,28 +189,6 @@ def _mapping_list(c: _Collector, data: Mapping[str, Any], key: str) -> list[tupl
     return out
 
 
-def resolve_env(value: Any, path: str, environ: Mapping[str, str], c: _Collector) -> Any:
-    """Replace `$VAR` / `${VAR}` string values (also inside lists and maps) with the environment's.
-
-    Postee reads secrets this way (`password: $JIRA_PASSWORD`). A reference to a variable that is
-    not set is an error: the action would otherwise run with the literal text as its secret.
-    """
-    if isinstance(value, str):
-        match = _ENV_REF.match(value.strip())
-        if not match:
-            return value
-        var = match.group(1) or match.group(2)
-        if var not in environ:
-            c.error(path, f"environment variable {var} is not set")
-            return ""
-        return environ[var]
-    if isinstance(value, list):
-        return [resolve_env(v, f"{path}[{i}]", environ, c) for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        return {k: resolve_env(v, _join(path, str(k)), environ, c) for k, v in value.items()}
-    return value
-
-
 # -- sections ---------------------------------------------------------------------------------
 def _plugins(c: _Collector, m: Any, path: str) -> Plugins:
     if m is None:
@@ -265,7 +243,8 @@ def _template(c: _Collector, m: Mapping[str, Any], path: str) -> TemplateConfig:
     return template
 
 
-def _action(c: _Collector, m: Mapping[str, Any], path: str, environ: Mapping[str, str]) -> ActionSpec | None:
+def _action(c: _Collector, m: Mapping[str, Any], path: str, environ: Mapping[str, str],
+            defer_runs_on_env: bool) -> ActionSpec | None:
     name = _str(c, m, "name", path)
     if not name and m.get("name") is None:
         c.error(_join(path, "name"), "required")
@@ -276,8 +255,9 @@ def _action(c: _Collector, m: Mapping[str, Any], path: str, environ: Mapping[str
         c.warn(_join(path, "enable"), "not set: the action is disabled, as in Postee (add `enable: true`)")
     enable = _bool(c, m, "enable", path, default=False)
     runs_on = _str(c, m, "runs-on", path) or None
+    resolve = enable and not (defer_runs_on_env and runs_on and runs_on.strip())
     settings = {
-        str(k): resolve_env(v, _join(path, str(k)), environ, c) if enable else v
+        str(k): resolve_env(v, _join(path, str(k)), environ, c.error) if resolve else v
         for k, v in m.items()
         if k not in ACTION_GENERIC_KEYS
     }
@@ -286,8 +266,13 @@ def _action(c: _Collector, m: Mapping[str, Any], path: str, environ: Mapping[str
     return ActionSpec(name=name, type=action_type, enable=enable, runs_on=runs_on, settings=settings)
 
 
-def _validate_action_settings(c: _Collector, spec: ActionSpec, path: str) -> None:
-    """Ask the action type to check its own settings (`url` required, ...)."""
+def _validate_action_settings(c: _Collector, spec: ActionSpec, path: str, unresolved: frozenset[str]) -> None:
+    """Ask the action type to check its own settings (`url` required, ...).
+
+    `unresolved` are keys still holding `$VAR` text (resolved later, on a runner): what the type says
+    about their value is not known yet, so only the other keys' problems count (a required key that
+    is missing is still one).
+    """
     from postee.actions.registry import known_types, validate_spec
 
     if spec.type.lower() not in known_types():
@@ -297,6 +282,8 @@ def _validate_action_settings(c: _Collector, spec: ActionSpec, path: str) -> Non
     if not spec.enable:
         return
     for key, message in validate_spec(spec):
+        if key and re.split(r"[.\[]", key, maxsplit=1)[0] in unresolved:
+            continue
         c.error(_join(path, key) if key else path, message)
 
 
@@ -312,10 +299,13 @@ def _unique_names(c: _Collector, items: list[tuple[str, Any]], kind: str) -> Non
             seen[name] = path
 
 
-def parse_config(data: Any, *, source: str = "<config>", environ: Mapping[str, str] | None = None) -> tuple[
-    Config, list[Problem]
-]:
-    """Build a `Config` from parsed YAML, collecting every problem (errors and warnings)."""
+def parse_config(data: Any, *, source: str = "<config>", environ: Mapping[str, str] | None = None,
+                 defer_runs_on_env: bool = False) -> tuple[Config, list[Problem]]:
+    """Build a `Config` from parsed YAML, collecting every problem (errors and warnings).
+
+    `defer_runs_on_env` (the controller): actions with `runs-on` keep their `$VAR` values as written,
+    to be resolved on their runner (see `postee.config.env`); their shape is still checked.
+    """
     environ = os.environ if environ is None else environ
     c = _Collector()
     if data is None:
@@ -327,12 +317,18 @@ def parse_config(data: Any, *, source: str = "<config>", environ: Mapping[str, s
 
     routes = [(p, _route(c, m, p)) for p, m in _mapping_list(c, data, "routes")]
     templates = [(p, _template(c, m, p)) for p, m in _mapping_list(c, data, "templates")]
-    actions = [(p, a) for p, m in _mapping_list(c, data, "actions") if (a := _action(c, m, p, environ)) is not None]
+    actions = [(p, a) for p, m in _mapping_list(c, data, "actions")
+               if (a := _action(c, m, p, environ, defer_runs_on_env)) is not None]
     _unique_names(c, routes, "route")
     _unique_names(c, templates, "template")
     _unique_names(c, actions, "action")
     for path, spec in actions:
-        _validate_action_settings(c, spec, path)
+        deferred = defer_runs_on_env and bool((spec.runs_on or "").strip())
+        if deferred:  # the runner's action: its shape here, its files and secrets on the runner
+            with checking_elsewhere():
+                _validate_action_settings(c, spec, path, env_keys(spec.settings))
+        else:
+            _validate_action_settings(c, spec, path, frozenset())
 
     template_names = [t.name for _, t in templates]
     action_names = [a.name for _, a in actions]
@@ -373,7 +369,7 @@ def parse_config(data: Any, *, source: str = "<config>", environ: Mapping[str, s
         max_db_size=max_db_size,
         db_verify_interval_hours=verify_hours,
         delete_old_data_days=_int(c, data, "delete-old-data", ""),
-        ingest_token=str(resolve_env(_str(c, data, "ingest-token", ""), "ingest-token", environ, c)),
+        ingest_token=str(resolve_env(_str(c, data, "ingest-token", ""), "ingest-token", environ, c.error)),
         routes=tuple(r for _, r in routes),
         templates=tuple(t for _, t in templates),
         actions=tuple(a for _, a in actions),
@@ -397,13 +393,17 @@ def read_yaml(path: str) -> Any:
         raise ConfigError(path, [Problem("", f"invalid YAML at {where}{problem}")]) from None
 
 
-def check_config(path: str, *, environ: Mapping[str, str] | None = None) -> tuple[Config | None, list[Problem]]:
-    """Everything `postee check` reports for `path`: the config (when readable) and all problems."""
+def check_config(path: str, *, environ: Mapping[str, str] | None = None,
+                 defer_runs_on_env: bool = False) -> tuple[Config | None, list[Problem]]:
+    """Everything `postee check` reports for `path`: the config (when readable) and all problems.
+
+    `defer_runs_on_env`: check it as a controller does (see `parse_config`).
+    """
     try:
         data = read_yaml(path)
     except ConfigError as exc:
         return None, exc.problems
-    return parse_config(data, source=path, environ=environ)
+    return parse_config(data, source=path, environ=environ, defer_runs_on_env=defer_runs_on_env)
 
 
 def load_config(path: str, *, environ: Mapping[str, str] | None = None) -> tuple[Config, list[Problem]]:

@@ -13,6 +13,8 @@ import attrs
 from postee.actions.base import ActionSpec
 
 DEFAULT_DB_VERIFY_INTERVAL_HOURS = 1.0
+ACTION_GENERIC_KEYS = frozenset({"name", "type", "enable", "runs-on"})
+"""The keys every action has; all its other keys are its type's settings."""
 
 
 @attrs.frozen

@@ -3,7 +3,9 @@
 Deliveries arrive in its mailbox from any route. Up to `concurrency` sends run at once (an HTTP
 action should not make every route wait for one slow endpoint); when all slots are busy the actor
 stops taking messages, its mailbox fills and routes feel the back-pressure. A job may carry a
-`Reply`: serialized routes wait on it to run their actions one after another.
+`Reply`: serialized routes wait on it to run their actions one after another; and an `on_done`,
+which records the outcome (the node's ledger: an accepted event's action that ended is not run
+again after a restart) as soon as the send ended, before anyone else hears of it.
 
 Failures of the action (a 500, a timeout, a script exiting 1) are retried per the action's policy,
 logged with their reason and counted; they never crash the actor. An unexpected exception (a bug
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -36,6 +38,8 @@ DEFAULT_ACTION_MAILBOX = 256
 class ActionJob:
     delivery: Delivery
     done: Reply[DeliveryReport] | None = None
+    on_done: Callable[[DeliveryReport], Awaitable[None]] | None = None
+    """Records the outcome (the node's ledger) as soon as the send ended, before it is reported."""
 
 
 @attrs.frozen
@@ -117,6 +121,8 @@ class ActionActor(Actor[ActionJob]):
             status = "ok" if report.ok else "failed"
             self.metrics.action_sends.labels(action.name, action.spec.type.lower(), status).inc()
             self.metrics.action_duration.labels(action.name).observe(report.duration)
+        if job.on_done is not None:
+            await self._record(job.on_done, report, delivery)
         if self.on_execution is not None:
             await self._report(
                 Execution(
@@ -134,6 +140,15 @@ class ActionActor(Actor[ActionJob]):
             )
         if job.done is not None:
             job.done.send(report)
+
+    async def _record(self, on_done: Callable[[DeliveryReport], Awaitable[None]], report: DeliveryReport,
+                      delivery: Delivery) -> None:
+        """Record the outcome; a failure is logged (the send happened, the other sends go on)."""
+        try:
+            await on_done(report)
+        except Exception as exc:
+            log.error("action outcome not recorded", action=self.action.name, event_id=delivery.event_id,
+                      error=f"{type(exc).__name__}: {exc}")
 
     async def _report(self, execution: Execution) -> None:
         """Hand the execution to the hook; its failure (say, a full disk under the outbox) is logged, not

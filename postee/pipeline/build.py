@@ -30,6 +30,7 @@ from postee.config.model import Config
 from postee.metrics import Metrics
 from postee.pipeline.action_actor import ActionActor, Execution
 from postee.pipeline.events import Event
+from postee.pipeline.ledger import Ledger
 from postee.pipeline.rendering import RenderCache
 from postee.pipeline.route_actor import RouteActor, RouteJob, RouteOutcome, RouteServices
 from postee.pipeline.router import DEFAULT_INTAKE_CAPACITY, Router
@@ -104,10 +105,12 @@ async def build_pipeline(
     intake_capacity: int = DEFAULT_INTAKE_CAPACITY,
     mailbox_capacity: int | None = None,
     stop_grace: float = DEFAULT_STOP_GRACE,
+    ledger: Ledger | None = None,
 ) -> Pipeline:
     """Validate and assemble the pipeline for `config`; raises PipelineError listing every problem.
 
     `wall_clock` gives the epoch times the store keeps and executions report (`time.time`; tests pass their own).
+    `ledger` records the progress of accepted events (the node's; None: a bare pipeline records nothing).
     """
     problems: list[str] = []
     warnings: list[str] = []
@@ -166,7 +169,7 @@ async def build_pipeline(
     }
     renderer = RenderCache(pool, aqua_server=config.aqua_server, metrics=metrics)
     services = RouteServices(pool=pool, store=store, renderer=renderer, library=library, metrics=metrics,
-                             wall_clock=wall_clock)
+                             wall_clock=wall_clock, ledger=ledger)
     route_actors = {}
     for route in config.routes:
         local = [action_actors[name] for name in route.actions if name in action_actors]
@@ -178,7 +181,7 @@ async def build_pipeline(
             services=services,
             **({"capacity": mailbox_capacity} if mailbox_capacity else {}),
         )
-    router = Router(list(route_actors.values()), capacity=intake_capacity)
+    router = Router(list(route_actors.values()), capacity=intake_capacity, ledger=ledger)
 
     actions_sup = node_supervisor("actions", metrics, stop_grace=stop_grace)
     for actor in action_actors.values():

@@ -40,7 +40,9 @@ class Event:
     text: str
     received_at: float
     source: str = SOURCE_WEBHOOK
-
+    route: str | None = None
+    """The one route to run (an event posted to `POST /tenant/{route}`, also when a runner reports it
+    upstream); None: every route."""
 
 
 def new_event_id() -> str:
@@ -53,6 +55,7 @@ def parse_event(
     event_id: str | None = None,
     source: str = SOURCE_WEBHOOK,
     received_at: float | None = None,
+    route: str | None = None,
 ) -> Event:
     """Parse a webhook body into an Event, or raise InvalidEvent with the reason.
 
@@ -80,6 +83,7 @@ def parse_event(
         text=text,
         received_at=time.time() if received_at is None else received_at,
         source=source,
+        route=route,
     )
 
 

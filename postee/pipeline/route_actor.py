@@ -9,13 +9,21 @@ The finishing stage is an `actors.Lane`, the runtime's single-lane actor. With
 the next one (in the route's list order), so the lane takes the next event only when the last
 action of this one is done: the strict order Postee promises. Without it the route hands the
 delivery to every action actor and moves on; the actions send concurrently.
+
+For an accepted event the route tells the node's ledger what it did (`postee.pipeline.ledger`): how
+many actions it handed the event to (each records its outcome when it ends), and that it decided. On
+an event replayed after a crash it skips the actions whose outcome was recorded, and those the event
+was already queued for aggregation for; its dedup key does not make it a duplicate of itself. An
+aggregate's items stay in the store until it is sent, so one being sent when the node died is sent
+again after the restart.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -29,6 +37,7 @@ from postee.config.model import RouteConfig
 from postee.metrics import Metrics
 from postee.pipeline.action_actor import ActionActor, ActionJob
 from postee.pipeline.events import Event
+from postee.pipeline.ledger import Ledger
 from postee.pipeline.rendering import RenderCache
 from postee.rego.engine import RegoError
 from postee.rego.library import TemplateLibrary
@@ -36,6 +45,7 @@ from postee.rego.pool import RegoPool
 from postee.rego.render import Content, TemplateError, aggregate_items, aggregation_item
 from postee.rego.rules import RouteRule
 from postee.store import Store
+from postee.store.errors import StoreError
 from postee.values.eventkeys import dedup_key
 
 log = structlog.get_logger("postee.route")
@@ -92,6 +102,12 @@ class RouteServices:
     library: TemplateLibrary
     metrics: Metrics | None = None
     wall_clock: Callable[[], float] = time.time
+    ledger: Ledger | None = None
+    """Where accepted events' progress is recorded (None: nothing is, as in a bare pipeline)."""
+
+
+Work = tuple[ActionActor, Delivery, Callable[[DeliveryReport], Awaitable[None]] | None]
+"""One delivery to hand over: the action, what to send, and what records its outcome."""
 
 
 class RouteActor(Actor[RouteJob]):
@@ -164,6 +180,8 @@ class RouteActor(Actor[RouteJob]):
             if job.done is not None:
                 job.done.fail(exc)
             raise
+        if self.services.ledger is not None:
+            await self.services.ledger.route_decided(job.event.id)
         if job.done is not None:
             job.done.send(outcome)
 
@@ -204,7 +222,7 @@ class RouteActor(Actor[RouteJob]):
         if plugins.deduplicates:
             key = dedup_key(event.body, plugins.unique_message_props)
             if key is not None and await services.store.dedup_seen(
-                name, key, plugins.unique_message_timeout, services.wall_clock()
+                name, key, plugins.unique_message_timeout, services.wall_clock(), event.id
             ):
                 log.info("duplicate event dropped", route=name, event_id=event.id, key=key)
                 if services.metrics is not None:
@@ -213,8 +231,30 @@ class RouteActor(Actor[RouteJob]):
         if plugins.aggregates:
             return await self._aggregate(event, content, wait)
         delivery = Delivery(content=content.as_map(), event=event.body, route=name, event_id=event.id)
-        reports = await self._dispatch([(actor, delivery) for actor in self.actions], wait=wait)
+        work = [(actor, delivery, self._recorder(event.id, actor)) for actor in self._to_run(event.id)]
+        if services.ledger is not None:
+            services.ledger.handed(event.id, len(work))
+        reports = await self._dispatch(work, wait=wait)
         return RouteOutcome(name, matched=True, reports=reports)
+
+    def _to_run(self, event_id: str) -> list[ActionActor]:
+        """The route's actions, but those that already ran for this event before a restart."""
+        ledger, name = self.services.ledger, self.route.name
+        if ledger is None:
+            return self.actions
+        return [actor for actor in self.actions if not ledger.recorded(event_id, name, actor.action.name)]
+
+    def _recorder(self, event_id: str, actor: ActionActor) -> Callable[[DeliveryReport], Awaitable[None]] | None:
+        """What records the action's outcome for an accepted event (None for a `/tenant` run)."""
+        ledger = self.services.ledger
+        if ledger is None or not ledger.tracks(event_id):
+            return None
+        route, action = self.route.name, actor.action.name
+
+        async def record(report: DeliveryReport) -> None:
+            await ledger.action_done(event_id, route, action, report.ok)
+
+        return record
 
     def _failed(self, stage: str, event: Event, exc: Exception) -> RouteOutcome:
         log.error(f"route {stage} failed", route=self.route.name, event_id=event.id, error=str(exc))
@@ -222,38 +262,38 @@ class RouteActor(Actor[RouteJob]):
             self.services.metrics.route_errors.labels(self.route.name, stage).inc()
         return RouteOutcome(self.route.name, matched=stage != "rule", dropped=f"error: {exc}")
 
-    async def _dispatch(self, work: Sequence[tuple[ActionActor, Delivery]], *, wait: bool) -> tuple[
-        DeliveryReport, ...
-    ]:
+    async def _dispatch(self, work: Sequence[Work], *, wait: bool) -> tuple[DeliveryReport, ...]:
         """Hand deliveries to action actors: one after another when serialized, else all at once."""
         if self.route.serialize_actions:
             reports = []
-            for actor, delivery in work:
-                report = await self._ask(actor, delivery)
+            for actor, delivery, on_done in work:
+                report = await self._ask(actor, delivery, on_done)
                 if report is not None:
                     reports.append(report)
             return tuple(reports)
         if not wait:
-            for actor, delivery in work:
+            for actor, delivery, on_done in work:
                 try:
-                    await actor.address.send(ActionJob(delivery))
+                    await actor.address.send(ActionJob(delivery, on_done=on_done))
                 except MailboxClosed:
-                    log.error("action is stopped; delivery lost", action=actor.action.name, route=self.route.name,
-                              event_id=delivery.event_id)
+                    log.error("action is stopped; delivery left for a replay at the next start",
+                              action=actor.action.name, route=self.route.name, event_id=delivery.event_id)
             return ()
         results: list[DeliveryReport | None] = [None] * len(work)
 
-        async def one(i: int, actor: ActionActor, delivery: Delivery) -> None:
-            results[i] = await self._ask(actor, delivery)
+        async def one(i: int, actor: ActionActor, delivery: Delivery, on_done: Any) -> None:
+            results[i] = await self._ask(actor, delivery, on_done)
 
         async with trio.open_nursery() as nursery:
-            for i, (actor, delivery) in enumerate(work):
-                nursery.start_soon(one, i, actor, delivery)
+            for i, (actor, delivery, on_done) in enumerate(work):
+                nursery.start_soon(one, i, actor, delivery, on_done)
         return tuple(r for r in results if r is not None)
 
-    async def _ask(self, actor: ActionActor, delivery: Delivery) -> DeliveryReport | None:
+    async def _ask(self, actor: ActionActor, delivery: Delivery,
+                   on_done: Callable[[DeliveryReport], Awaitable[None]] | None) -> DeliveryReport | None:
         try:
-            return await ask(actor.address, lambda reply: ActionJob(delivery, reply), timeout=actor.budget + 5)
+            return await ask(actor.address, lambda reply: ActionJob(delivery, reply, on_done),
+                             timeout=actor.budget + 5)
         except Exception as exc:  # the action actor crashed or timed out: report, keep the route going
             log.error("action did not complete", action=actor.action.name, route=self.route.name,
                       event_id=delivery.event_id, error=f"{type(exc).__name__}: {exc}")
@@ -261,27 +301,57 @@ class RouteActor(Actor[RouteJob]):
 
     # -- aggregation ---------------------------------------------------------------------------
     async def _aggregate(self, event: Event, content: Content, wait: bool) -> RouteOutcome:
-        """Queue the content per action; send an aggregate when `aggregate-message-number` is reached."""
+        """Queue the content per action; send an aggregate when `aggregate-message-number` is reached.
+
+        For an accepted event the push records "queued" as its outcome for the action, so a replay
+        skips the actions it was queued for already. The aggregate's items stay in the store until
+        it is sent (see `_take`).
+        """
         plugins, store, name = self.route.plugins, self.services.store, self.route.name
+        ledger = self.services.ledger
+        tracked = ledger is not None and ledger.tracks(event.id)
         # The package travels with each queued item: the timeout path has no content to read it from.
         record = {"aggregation_pkg": content.aggregation_pkg, "item": aggregation_item(content)}
-        ready = []
-        for actor in self.actions:
-            count = await store.aggregation_push(name, actor.action.name, record)
+        work = []
+        for actor in self._to_run(event.id):
+            count = await store.aggregation_push(name, actor.action.name, record,
+                                                 event_id=event.id if tracked else None)
             if self.services.metrics is not None:
                 self.services.metrics.aggregated.labels(name, actor.action.name).inc()
             n = plugins.aggregate_message_number
             if n > 0 and count >= n:
-                ready.append((actor, await store.aggregation_take(name, actor.action.name, n)))
-        if not ready:
+                taken = await self._take(actor, n, event.id)
+                if taken is not None:
+                    work.append(taken)
+        if not work:
             return RouteOutcome(name, matched=True, dropped="aggregating")
-        work = []
-        for actor, records in ready:
-            delivery = await self._aggregated_delivery(records, event.id)
-            if delivery is not None:
-                work.append((actor, delivery))
         reports = await self._dispatch(work, wait=wait)
         return RouteOutcome(name, matched=True, reports=reports)
+
+    async def _take(self, actor: ActionActor, limit: int | None, event_id: str) -> Work | None:
+        """Take up to `limit` queued items as one aggregate delivery for `actor`.
+
+        The items stay in the store, out of the queue, until the action ended (sent or failed); if
+        the node dies first they go back to the queue at the next start and are sent again.
+        """
+        store, name = self.services.store, self.route.name
+        taker = f"{name}:{actor.action.name}:{uuid.uuid4().hex}"
+        records = await store.aggregation_take(name, actor.action.name, limit, taker)
+        if not records:
+            return None
+        delivery = await self._aggregated_delivery(records, event_id)
+        if delivery is None:  # could not be rendered: the items are dropped (and said so)
+            await store.aggregation_delivered(taker)
+            return None
+
+        async def delivered(report: DeliveryReport) -> None:
+            try:
+                await store.aggregation_delivered(taker)
+            except StoreError as exc:
+                log.error("sent aggregate not forgotten; a restart may send its items again", route=name,
+                          action=actor.action.name, error=str(exc))
+
+        return actor, delivery, delivered
 
     async def _aggregated_delivery(self, records: Sequence[Mapping[str, Any]], event_id: str) -> Delivery | None:
         if not records:
@@ -309,13 +379,11 @@ class RouteActor(Actor[RouteJob]):
 
     async def flush(self) -> None:
         """Send every action what it has queued (Postee sent the timeout batch to every action too)."""
-        store, name = self.services.store, self.route.name
         work = []
         for actor in self.actions:
-            records = await store.aggregation_take(name, actor.action.name, None)
-            delivery = await self._aggregated_delivery(records, f"aggregate:{name}")
-            if delivery is not None:
-                work.append((actor, delivery))
+            taken = await self._take(actor, None, f"aggregate:{self.route.name}")
+            if taken is not None:
+                work.append(taken)
         if work:
             await self._dispatch(work, wait=False)
 

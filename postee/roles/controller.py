@@ -4,9 +4,16 @@ On the bus it answers `postee.config` with each runner's slice, takes the events
 reports runners send (acknowledging each once it is safely queued, processing each event id at
 most once), keeps a registry of runners from their heartbeats, and tells runners when the
 configuration is reloaded. Locally it is a `Node` that runs only the actions without `runs-on`:
-an action meant for a runner is never initialised on the controller. Each subscription is a child
-of the `controller-bus` supervisor: a crash in one resubscribes it, the node and the others go on
-(runners resend what was not acknowledged).
+an action meant for a runner is never initialised on the controller, and its `$VAR` secrets are not
+resolved here (its runner resolves them). Each subscription is a child of the `controller-bus`
+supervisor: a crash in one resubscribes it, the node and the others go on (runners resend what was not
+acknowledged).
+
+Slices are cut only from the configuration that is running: a reloaded file is kept pending until the
+node has built and swapped in its pipeline, so a rejected reload changes nothing a runner can see.
+A runner that missed the announcement (cut off during the reload, a lost message) still converges:
+its heartbeats carry its slice version, and when that is not its current one the controller tells it
+on its own subject, at most once per heartbeat.
 """
 
 from __future__ import annotations
@@ -32,10 +39,12 @@ from postee.bus.protocol import (
     EXECUTIONS_SUBJECT,
     HEADER_CONFIG_VERSION,
     HEADER_EVENT_ID,
+    HEADER_ROUTE,
     HEADER_RUNNER,
     HEARTBEAT_SUBJECT,
     ExecutionReport,
     Heartbeat,
+    runner_config_subject,
 )
 from postee.config import Config, ConfigError, Severity, parse_config
 from postee.config.loader import read_yaml
@@ -66,12 +75,33 @@ def controller_local(spec: ActionSpec) -> bool:
     return not (spec.runs_on or "").strip()
 
 
+@attrs.frozen
+class RawConfig:
+    """The controller's file as parsed YAML (slices are cut from it), and its version."""
+
+    data: dict[str, Any]
+    version: str
+
+    @classmethod
+    def of(cls, data: Any) -> RawConfig:
+        data = data if isinstance(data, dict) else {}
+        return cls(data, config_version(yaml.safe_dump(data, sort_keys=True)))
+
+
 class Controller:
     def __init__(self, options: ControllerOptions, transport: Transport) -> None:
         self.options = options
         self.transport = transport
-        self.raw: dict[str, Any] = {}
-        self.registry = RunnerRegistry(trio.current_time, time.time, options.heartbeat_interval)
+        self.running: RawConfig | None = None
+        """The raw configuration the node runs: the only one slices are cut from."""
+        self._pending: RawConfig | None = None
+        """A reloaded file, valid so far, until the node runs it (`_reloaded`)."""
+        self._slices: dict[str, tuple[str, str]] = {}
+        """Per runner, its slice of `running` and the slice's version (cut once per configuration)."""
+        self._told: dict[str, str] = {}
+        """Per runner, the version it was last told to fetch (said once in the log, then quietly)."""
+        self.registry = RunnerRegistry(trio.current_time, time.time, options.heartbeat_interval,
+                                       current_version=self.slice_version)
         self.node: Node | None = None
         self.nats_server: Any = None
         """The embedded nats-server (`postee.bus.server.NatsServer`) when this controller started one."""
@@ -79,25 +109,53 @@ class Controller:
         self.bus: Supervisor | None = None
         """The supervisor of the bus side (one child per subscription), once running."""
 
+    @property
+    def raw(self) -> dict[str, Any]:
+        """The parsed YAML of the configuration now running."""
+        return self.running.data if self.running is not None else {}
+
     async def _load(self) -> Config:
-        """Read the config file, keeping the raw YAML too: runner slices are cut from it."""
+        """Read and check the config file; its raw YAML becomes current once the node runs it.
+
+        The actions of runners are checked for their shape only: their `$VAR` values stay as written,
+        to be resolved on their runner.
+        """
         path = self.options.node.cfgfile
         data = await trio.to_thread.run_sync(read_yaml, path)
         # Checking the actions may read files and build TLS contexts: off the event loop.
-        config, problems = await trio.to_thread.run_sync(
-            functools.partial(parse_config, data, source=path, environ=self.options.node.environ)
-        )
+        config, problems = await trio.to_thread.run_sync(functools.partial(
+            parse_config, data, source=path, environ=self.options.node.environ, defer_runs_on_env=True
+        ))
         for problem in problems:
             if problem.severity is Severity.WARNING:
                 log.warning("config", problem=str(problem))
         if any(p.severity is Severity.ERROR for p in problems):
             raise ConfigError(path, problems)
-        self.raw = data if isinstance(data, dict) else {}
+        self._pending = RawConfig.of(data)
+        if self.running is None:
+            # The first load: nothing serves slices before the node runs it (the bus side starts after).
+            self._promote()
         return config
+
+    def _promote(self) -> None:
+        if self._pending is not None:
+            self.running, self._pending = self._pending, None
+            self._slices.clear()
+
+    def slice_for(self, runner: str) -> tuple[str, str]:
+        """The runner's slice of the running configuration, YAML, and its version."""
+        cut = self._slices.get(runner)
+        if cut is None:
+            text = slice_yaml(self.raw, runner)
+            cut = self._slices[runner] = (text, config_version(text))
+        return cut
+
+    def slice_version(self, runner: str) -> str:
+        return self.slice_for(runner)[1]
 
     async def run(self, *, task_status: trio.TaskStatus[Controller] = trio.TASK_STATUS_IGNORED) -> None:
         node = self.node = Node(
-            self.options.node, is_local=controller_local, load=self._load, on_reloaded=self._announce
+            self.options.node, is_local=controller_local, load=self._load, on_reloaded=self._reloaded
         )
         node.extra_endpoints["/runners"] = self.registry.runners_json
         node.extra_endpoints["/executions"] = self.registry.executions_json
@@ -142,8 +200,7 @@ class Controller:
     # -- handlers ------------------------------------------------------------------------------
     async def _on_config_request(self, message: Message) -> None:
         runner = message.data.decode("utf-8", errors="replace").strip()
-        text = slice_yaml(self.raw, runner)
-        version = config_version(text)
+        text, version = self.slice_for(runner)
         self.registry.config_fetched(runner, version)
         log.info("configuration sent to runner", runner=runner, version=version)
         await self._reply(message, text.encode(), {HEADER_CONFIG_VERSION: version})
@@ -154,22 +211,22 @@ class Controller:
         runner = message.headers.get(HEADER_RUNNER) or UNNAMED_RUNNER
         event_id = message.headers.get(HEADER_EVENT_ID)
         key = f"{runner}:{event_id}" if event_id else None
-        if key is not None and not await node.store.mark_processed(key):
-            self.duplicates += 1
-            await self._reply(message, ACK)  # processed before; the earlier acknowledgement was lost
-            return
         try:
-            event = parse_event(message.data, event_id=event_id, source=runner)
+            event = parse_event(message.data, event_id=event_id, source=runner,
+                                route=message.headers.get(HEADER_ROUTE) or None)
         except InvalidEvent as exc:
             log.warning("invalid event from a runner dropped", runner=runner, reason=str(exc))
             await self._reply(message, ACK)  # resending the same bytes cannot help
             return
         try:
-            await node.submit_wait(event)
+            # recorded in the store, and its key marked processed, in one transaction before the ack
+            new = await node.submit_wait(event, processed_key=key)
         except MailboxClosed:
-            if key is not None:
-                await node.store.forget_processed(key)
             return  # stopping: no acknowledgement, the runner sends it again later
+        if not new:
+            self.duplicates += 1
+            await self._reply(message, ACK)  # processed before; the earlier acknowledgement was lost
+            return
         self.registry.event(runner)
         node.metrics.runner_events.labels(runner).inc()
         await self._reply(message, ACK)
@@ -199,11 +256,21 @@ class Controller:
         except (ValueError, TypeError):
             return
         self.registry.heartbeat(beat)
+        if self.registry.should_tell(beat.runner):
+            # It missed the announcement (or could not use it): tell it alone, on its own subject.
+            version = self.slice_version(beat.runner)
+            repeat = self._told.get(beat.runner) == version
+            self._told[beat.runner] = version
+            (log.debug if repeat else log.info)("runner behind the configuration; telling it", runner=beat.runner,
+                                                runs=beat.config_version, current=version)
+            await self.transport.publish(runner_config_subject(beat.runner), version.encode())
 
-    async def _announce(self, config: Config) -> None:
-        """Tell runners the configuration changed, so they fetch their new slice."""
-        version = config_version(yaml.safe_dump(self.raw, sort_keys=True))
+    async def _reloaded(self, config: Config) -> None:
+        """The node runs the reloaded file: slices come from it now; tell the runners to fetch theirs."""
+        self._promote()
+        assert self.running is not None
         try:
-            await self.transport.publish(CONFIG_CHANGED_SUBJECT, version.encode())
+            await self.transport.publish(CONFIG_CHANGED_SUBJECT, self.running.version.encode())
         except TransportError as exc:
-            log.warning("runners not told about the new configuration", error=str(exc))
+            log.warning("runners not told about the new configuration; their heartbeats will show it",
+                        error=str(exc))

@@ -13,6 +13,11 @@ Lifecycle:
 4. SIGTERM/SIGINT or `request_stop()`: the listeners stop accepting, in-flight requests finish,
    queued events drain through routes and actions until the grace deadline, then the rest is
    cancelled and the store is closed.
+
+Accepted means durable (see `postee.pipeline.ledger`): an event is recorded in the store before it is
+answered 200 (or, from a runner, acknowledged), on a runner in the same transaction as its report
+upstream; at start, before the listeners open, the events a previous run left unfinished (a
+SIGKILL, a grace deadline that ran out) go through the pipeline again.
 """
 
 from __future__ import annotations
@@ -28,18 +33,19 @@ import attrs
 import structlog
 import trio
 
-from actors import MailboxStats, one_error
+from actors import MailboxClosed, MailboxStats, one_error
 from postee.actions.base import ActionSpec
 from postee.config import Config, ConfigError, load_config
 from postee.metrics import Metrics
 from postee.pipeline.action_actor import Execution
 from postee.pipeline.build import Pipeline, PipelineError, build_pipeline, drain, runs_everything
 from postee.pipeline.events import Event, RecentEvents
+from postee.pipeline.ledger import Ledger
 from postee.pipeline.router import DEFAULT_INTAKE_CAPACITY
 from postee.rego.library import TemplateLibrary
 from postee.rego.pool import RegoPool, open_rego_pool
-from postee.store import SqliteStore
-from postee.store.maintenance import serve_maintenance
+from postee.store import OutboxMessage, SqliteStore, StoreError
+from postee.store.maintenance import serve_checkpoints, serve_maintenance
 from postee.store.sqlite import open_store
 from postee.supervision import DEFAULT_STOP_GRACE
 from postee.web.app import DEFAULT_MAX_BODY, PosteeApp
@@ -50,6 +56,9 @@ log = structlog.get_logger("postee.node")
 
 ENV_API_KEY = "POSTEE_API_KEY"
 ENV_INGEST_TOKEN = "POSTEE_INGEST_TOKEN"
+ENV_VOLATILE_INTAKE = "POSTEE_BENCH_VOLATILE_INTAKE"
+"""Set to 1, events are not recorded before they are answered (lost on a crash): for `bench/durability.py`,
+which measures what durable intake costs against this. Not a mode to run in."""
 
 
 @attrs.frozen
@@ -71,6 +80,12 @@ class NodeOptions:
     """Capacity of route and action mailboxes (None: their defaults)."""
     handle_signals: bool = False
     environ: Mapping[str, str] = attrs.field(factory=lambda: dict(os.environ))
+    durable_intake: bool = True
+    """Record accepted events before answering (off only for benchmarks; see `ENV_VOLATILE_INTAKE`)."""
+
+    @property
+    def durable(self) -> bool:
+        return self.durable_intake and self.environ.get(ENV_VOLATILE_INTAKE, "") not in ("1", "true")
 
 
 class Node:
@@ -85,7 +100,11 @@ class Node:
         on_accepted: Callable[[Event], Awaitable[None]] | None = None,
         on_execution: Callable[[Execution], Any] | None = None,
         on_reloaded: Callable[[Config], Awaitable[None]] | None = None,
+        report: Callable[[Event], OutboxMessage] | None = None,
     ) -> None:
+        """`report` (a runner's) makes the outbox message reporting an event upstream: it is recorded
+        with the event, in one transaction; `on_accepted` is called once an event is accepted and
+        recorded (with its report)."""
         self.options = options
         self.metrics = Metrics()
         self.recent = RecentEvents()
@@ -94,6 +113,12 @@ class Node:
         self.on_accepted = on_accepted
         self.on_execution = on_execution
         self.on_reloaded = on_reloaded
+        self.report = report
+        self.ledger: Ledger | None = None
+        """What is unfinished among the accepted events (created with the store)."""
+        self._accepting = 0
+        """Webhook events being recorded or queued: they count against the intake capacity."""
+        self._replay_scope: trio.CancelScope | None = None
         self.config: Config | None = None
         self.pipeline: Pipeline | None = None
         self.store: SqliteStore | None = None
@@ -133,6 +158,7 @@ class Node:
                     opts.rego_engine, workers=opts.rego_workers, isolation=opts.rego_isolation  # type: ignore[arg-type]
                 ) as pool:
                     self.store, self.pool = store, pool
+                    self.ledger = Ledger(store, durable=opts.durable)
                     self._api_key = await self._init_api_key(store)
                     self.library = await trio.to_thread.run_sync(TemplateLibrary.load, opts.rego_templates)
                     self.pipeline = await self._build(self.config)
@@ -141,11 +167,15 @@ class Node:
                         await nursery.start(self.pipeline.supervisor.run)
                         self.metrics.watch_mailboxes(self._mailboxes)
                         nursery.start_soon(self._maintenance_loop)
+                        nursery.start_soon(self.ledger.serve)
+                        nursery.start_soon(serve_checkpoints, store)
                         if opts.handle_signals:
                             nursery.start_soon(self._signal_loop)
+                        await self._replay()
                         await self._serve_web(task_status)
                         log.info("stopping: draining the pipeline", grace=opts.stop_grace)
                         await drain(self.pipeline, grace=opts.stop_grace)
+                        await self.ledger.final_flush()
                         nursery.cancel_scope.cancel()
             finally:
                 self.metrics.ready.set(0)
@@ -173,6 +203,17 @@ class Node:
 
     def request_stop(self) -> None:
         self._stop_requested.set()
+        if self._replay_scope is not None:
+            self._replay_scope.cancel()  # what is not replayed yet stays recorded for the next start
+
+    async def _replay(self) -> None:
+        """Send the events a previous run left unfinished through the pipeline, before new ones come."""
+        assert self.ledger is not None
+        with trio.CancelScope() as scope:
+            self._replay_scope = scope
+            if not self._stop_requested.is_set():
+                await self.ledger.replay(self._enqueue)
+        self._replay_scope = None
 
     async def _init_api_key(self, store: SqliteStore) -> str:
         """The `/reload` key: `POSTEE_API_KEY` when set, else generated once and kept in the store."""
@@ -192,6 +233,7 @@ class Node:
             metrics=self.metrics,
             is_local=self.is_local,
             on_execution=self.on_execution,
+            ledger=self.ledger,
             wall_clock=time.time,
             intake_capacity=self.options.intake_capacity,
             mailbox_capacity=self.options.mailbox_capacity,
@@ -252,24 +294,97 @@ class Node:
 
     # -- the web layer's Daemon interface --------------------------------------------------------
     async def submit(self, event: Event) -> bool:
-        """Queue a webhook event; False when intake is full (the client gets 503 and retries)."""
-        if self.pipeline is None or self._stop_requested.is_set() or not self.pipeline.submit(event):
+        """Accept a webhook event: recorded in the store, then queued. False (the client gets 503 and
+        retries) when intake is full, the node is stopping, or the store could not record it."""
+        pipeline, ledger = self.pipeline, self.ledger
+        if pipeline is None or ledger is None or self._stop_requested.is_set():
             return False
-        await self._accepted(event)
+        if not ledger.durable:
+            if not pipeline.submit(event):
+                return False
+            await self._report_now(event)
+            self._count(event)
+            return True
+        stats = pipeline.router.mailbox.stats()
+        if stats.depth + self._accepting >= stats.capacity:
+            return False
+        self._accepting += 1
+        try:
+            try:
+                new = await ledger.accept(event, self._report_of(event))
+            except StoreError as exc:
+                log.error("event refused: the store could not record it", event_id=event.id, error=str(exc))
+                return False
+            if not new:  # its (random) id is recorded already: it is accepted and queued once
+                return True
+            await self._enqueue(event)
+        finally:
+            self._accepting -= 1
+        await self._recorded(event)
         return True
 
-    async def submit_wait(self, event: Event) -> None:
-        """Queue an event, waiting while intake is full (events from runners: back-pressure, not 503).
+    async def submit_wait(self, event: Event, *, processed_key: str | None = None) -> bool:
+        """Accept an event from a runner, waiting while intake is full (back-pressure, not 503).
 
-        Raises `actors.MailboxClosed` when the node is stopping.
+        Once it returns True the event is recorded (it survives a crash): the runner may be told.
+        `processed_key` is marked processed in the same transaction; False, nothing queued, when it
+        was marked before or the event id is recorded already (a duplicate). Raises `StoreError`
+        when it could not be recorded, and (volatile intake only) `actors.MailboxClosed` when stopping.
         """
-        assert self.pipeline is not None
-        await self.pipeline.router.address.send(event)
-        await self._accepted(event)
+        assert self.pipeline is not None and self.ledger is not None and self.store is not None
+        if not self.ledger.durable:
+            if processed_key is not None and not await self.store.mark_processed(processed_key):
+                return False
+            try:
+                await self.pipeline.router.address.send(event)
+            except MailboxClosed:
+                if processed_key is not None:  # not processed after all: its resend must be
+                    await self.store.forget_processed(processed_key)
+                raise
+            self._count(event)
+            return True
+        if not await self.ledger.accept(event, self._report_of(event), processed_key):
+            return False
+        await self._enqueue(event)
+        await self._recorded(event)
+        return True
 
-    async def _accepted(self, event: Event) -> None:
-        self.recent.add(event)
-        self.metrics.events_received.labels(event.source).inc()
+    async def _enqueue(self, event: Event) -> None:
+        """Queue a recorded event, waiting for room; when the node is stopping it stays recorded (and
+        runs at the next start); when a reload swapped pipelines meanwhile, the new one takes it."""
+        while True:
+            pipeline = self.pipeline
+            assert pipeline is not None
+            try:
+                await pipeline.router.address.send(event)
+                return
+            except MailboxClosed:
+                if self._stop_requested.is_set() or self.pipeline is pipeline:
+                    log.info("pipeline closed: accepted event kept for the next start", event_id=event.id)
+                    return
+
+    def _report_of(self, event: Event) -> OutboxMessage | None:
+        return self.report(event) if self.report is not None else None
+
+    async def _recorded(self, event: Event) -> None:
+        """The event and its report are recorded: count it, tell `on_accepted`."""
+        self._count(event)
+        if self.on_accepted is not None:
+            try:
+                await self.on_accepted(event)
+            except Exception as exc:
+                log.error("accepted-event hook failed", event_id=event.id, error=f"{type(exc).__name__}: {exc}")
+
+    async def _report_now(self, event: Event) -> None:
+        """Report an event upstream on its own (a tenant run, or volatile intake), then tell `on_accepted`."""
+        message = self._report_of(event)
+        if message is not None:
+            assert self.store is not None
+            try:
+                await self.store.outbox_add(message.subject, message.payload, message.headers)
+            except StoreError as exc:  # e.g. a full disk: the event still runs here
+                log.error("accepted event could not be reported upstream", event_id=event.id, error=str(exc))
+                return
         if self.on_accepted is not None:
             try:
                 await self.on_accepted(event)
@@ -277,13 +392,21 @@ class Node:
                 log.error("accepted event could not be reported upstream", event_id=event.id,
                           error=f"{type(exc).__name__}: {exc}")
 
+    def _count(self, event: Event) -> None:
+        self.recent.add(event)
+        self.metrics.events_received.labels(event.source).inc()
+
     def route_names(self) -> list[str]:
         return list(self.pipeline.routes) if self.pipeline else []
 
     async def run_route(self, route: str, event: Event, *, timeout: float) -> dict[str, Any]:
+        """`POST /tenant/{route}`: run one route now and wait for it. The event is reported upstream
+        first (on a runner), naming its route; it is not recorded for a replay: the answer comes only
+        once the route is done, so a client that got no answer sends it again."""
         assert self.pipeline is not None
-        self.recent.add(event)
-        self.metrics.events_received.labels(event.source).inc()
+        event = attrs.evolve(event, route=route)
+        self._count(event)
+        await self._report_now(event)
         outcome = await self.pipeline.run_route(route, event, timeout=timeout)
         return outcome.as_dict()
 

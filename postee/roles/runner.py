@@ -4,13 +4,18 @@ A runner is a `Node` whose configuration comes from the controller (only the rou
 with `runs-on: <this runner>`), whose every accepted event and every action execution goes into the
 upstream outbox, and whose readiness includes the link to the controller. The link's services run
 under their own supervisor (`runner-link`), beside the node's pipeline supervisor.
+
+The runner converges on its current slice: told (or after a reconnect) it fetches the slice, and
+reloads only when the version differs from the one it runs; the version it reports in heartbeats is
+the one its node runs, never one it fetched but could not use. What keeps it from running the slice
+as written (an action disabled for an unset `$VAR`, no action for it at all, a slice it rejected) is
+logged once when it appears and carried by every heartbeat to the controller's `/runners`.
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from typing import Any
 
 import attrs
 import structlog
@@ -19,15 +24,28 @@ import trio
 from actors import Supervisor
 from actors.transport import Transport
 from postee.actions.base import ActionSpec
-from postee.config import Config
+from postee.config import Config, ConfigError, Problem
 from postee.roles.linked import run_linked
 from postee.roles.node import Node, NodeOptions
-from postee.roles.upstream import DEFAULT_BACKOFF, HEARTBEAT_INTERVAL, Backoff, FetchedConfig, Upstream, fetch_config
+from postee.roles.upstream import (
+    DEFAULT_BACKOFF,
+    HEARTBEAT_INTERVAL,
+    Backoff,
+    FetchedConfig,
+    RunnerFatal,
+    Upstream,
+    fetch_config,
+    read_slice,
+    request_slice,
+)
 from postee.supervision import node_supervisor
 
 log = structlog.get_logger("postee.runner")
 
 RELOAD_FETCH_TIMEOUT = 15.0
+"""Seconds a re-fetch may wait for the controller; a runner still behind is told again by heartbeat."""
+REASON_MAX = 500
+"""Characters of a rejection reason carried to `/runners`."""
 
 
 @attrs.frozen
@@ -43,7 +61,14 @@ class Runner:
         self.options = options
         self.transport = transport
         self.name = options.name
-        self.latest: FetchedConfig | None = None
+        self.current: FetchedConfig | None = None
+        """The slice the node runs."""
+        self._next: FetchedConfig | None = None
+        """A fetched slice for the node's next load."""
+        self._loading: FetchedConfig | None = None
+        """The slice the node is building a pipeline from (current once the node swapped to it)."""
+        self.rejected: tuple[str, str] | None = None
+        """(version, reason) of the last slice this runner could not use, until one works."""
         self.node: Node | None = None
         self.link: Supervisor | None = None
         """The supervisor of the link's services (outbox, heartbeats, config watch), once running."""
@@ -58,30 +83,69 @@ class Runner:
         return (spec.runs_on or "").strip() == self.name
 
     async def _load(self) -> Config:
-        """The node's config source: the controller's latest slice (re-fetched, bounded, on reload)."""
-        if self.latest is not None and self.node is not None and self.node.pipeline is not None:
+        """The node's config source: the slice fetched for it, else (a reload asked on this node) a fresh one."""
+        fetched, self._next = self._next, None
+        if fetched is None:
             with trio.move_on_after(RELOAD_FETCH_TIMEOUT):
-                self._set(await self._fetch())
-        assert self.latest is not None
-        return self.latest.config
+                try:
+                    fetched = await self._fetch()
+                except RunnerFatal as exc:  # e.g. not YAML: this reload is rejected, the node goes on
+                    raise ConfigError(f"controller slice for {self.name}", [Problem("", str(exc))]) from None
+            fetched = fetched or self.current
+        assert fetched is not None
+        if self.current is None:
+            self._accept(fetched)  # the first load: nothing reports a version before the node runs it
+        else:
+            self._loading = fetched
+        return fetched.config
+
+    async def _reloaded(self, config: Config) -> None:
+        if self._loading is not None and self._loading.config is config:
+            self._accept(self._loading)
+        self._loading = None
 
     async def _fetch(self) -> FetchedConfig:
-        return await fetch_config(self.transport, self.name, dict(self.options.node.environ), self.options.backoff)
+        return await fetch_config(self.transport, self.name, self.options.node.environ, self.options.backoff)
 
-    def _set(self, fetched: FetchedConfig) -> None:
-        self.latest = fetched
+    def _accept(self, fetched: FetchedConfig) -> None:
+        """`fetched` runs now: report its version, and what keeps it from running as written."""
+        self.current = fetched
+        if self.rejected is not None and self.rejected[0] != fetched.version:
+            self.rejected = None
         self.upstream.config_version = fetched.version
+        self.upstream.actions = sum(1 for a in fetched.config.actions if a.enable and self.is_local(a))
+        self._report()
+
+    def _report(self) -> None:
+        """Refresh the problems heartbeats carry; log each one once, when it appears."""
+        assert self.current is not None
+        problems = [str(unset) for unset in self.current.unset]
+        for line in problems:
+            if line not in self.upstream.problems:
+                log.error(line, runner=self.name)
+        if not self.current.config.actions:
+            line = (f"no action in the controller's configuration has runs-on: {self.name}; "
+                    "this runner only reports its events")
+            if line not in self.upstream.problems:
+                log.warning(line, runner=self.name)
+            problems.append(line)
+        if self.rejected is not None:
+            version, reason = self.rejected
+            problems.append(f"configuration {version} from the controller rejected: {reason}")
+        self.upstream.problems = tuple(problems)
 
     async def run(self, *, task_status: trio.TaskStatus[Runner] = trio.TASK_STATUS_IGNORED) -> None:
         """Bootstrap (waiting for the controller as long as it takes), then serve until stopped."""
         log.info("runner starting: asking the controller for its configuration", runner=self.name)
-        self._set(await self._fetch())
+        self._next = await self._fetch()
         node = self.node = Node(
             self.options.node,
             is_local=self.is_local,
             load=self._load,
-            on_accepted=self.upstream.report_event,
+            on_accepted=self.upstream.event_reported,
+            report=self.upstream.event_message,
             on_execution=self.upstream.report_execution,
+            on_reloaded=self._reloaded,
         )
         self.link = self._link_supervisor(node)
         await run_linked(node, self.link, self.transport, readiness="controller_link",
@@ -93,13 +157,43 @@ class Runner:
                                fail_fast_on_start=True)
         link.add(self.upstream.drain_outbox, name="outbox")
         link.add(functools.partial(self.upstream.send_heartbeats, self.options.heartbeat_interval), name="heartbeats")
-        link.add(functools.partial(self.upstream.watch_config, self._config_changed), name="config-watch")
+        link.add(functools.partial(self.upstream.watch_config, self._config_notice), name="config-watch")
         return link
 
-    async def _config_changed(self) -> Any:
+    async def _config_notice(self, told: str | None) -> None:
+        """The slice may have changed (`told`: the controller says it is this version): fetch, then
+        reload only when it differs from the running one and was not rejected already."""
+        assert self.current is not None
+        if told is not None and (told == self.current.version or (self.rejected and told == self.rejected[0])):
+            return
+        answer = None
+        with trio.move_on_after(RELOAD_FETCH_TIMEOUT):
+            try:
+                answer = await request_slice(self.transport, self.name, self.options.backoff)
+            except RunnerFatal as exc:  # refused now: the running slice stays; the refusal is what to fix
+                log.error("configuration not fetched", reason=str(exc))
+                return
+        if answer is None:
+            log.warning("configuration not fetched in time; the controller tells again at the next heartbeat",
+                        timeout=RELOAD_FETCH_TIMEOUT)
+            return
+        text, version = answer
+        if version == self.current.version or (self.rejected and version == self.rejected[0]):
+            return
+        try:
+            self._next = await read_slice(text, version, self.name, self.options.node.environ)
+        except (ConfigError, RunnerFatal) as exc:
+            self._reject(version, str(exc))
+            return
         ok, message = await self._node().reload()
         if not ok:
-            log.error("new configuration from the controller rejected", reason=message)
+            self._reject(version, message)
+
+    def _reject(self, version: str, reason: str) -> None:
+        log.error("new configuration from the controller rejected; the running one stays", version=version,
+                  reason=reason)
+        self.rejected = (version, " ".join(reason.split())[:REASON_MAX])
+        self._report()
 
     def request_stop(self) -> None:
         if self.node is not None:

@@ -1,4 +1,5 @@
-"""The controller's view of its runners: who is there, how recently heard from, what they did."""
+"""The controller's view of its runners: who is there, how recently heard from, what they did, and
+whether they run the controller's current configuration."""
 
 from __future__ import annotations
 
@@ -25,12 +26,19 @@ class RunnerInfo:
     last_seen: float
     last_seen_wall: float
     config_version: str = ""
+    """The slice version the runner says it runs (the one last sent, until it says)."""
     config_fetches: int = 0
     events: int = 0
     executions: int = 0
     failed_executions: int = 0
     heartbeats: int = 0
     outbox: int = 0
+    actions: int | None = None
+    """Actions the runner runs, as its heartbeat says (None until it says)."""
+    problems: list[str] = attrs.field(factory=list)
+    """What the runner reported as keeping it from running its slice as written."""
+    last_told: float | None = None
+    """When (monotonic) the controller last told this runner to fetch its slice again."""
 
 
 class RunnerRegistry:
@@ -41,8 +49,10 @@ class RunnerRegistry:
     """
 
     def __init__(self, clock: Callable[[], float], wall_clock: Callable[[], float],
-                 heartbeat_interval: float) -> None:
+                 heartbeat_interval: float, current_version: Callable[[str], str] | None = None) -> None:
         self.clock = clock
+        self.current_version = current_version
+        """The version of a runner's slice in the configuration now running (None: not known)."""
         self.wall_clock = wall_clock
         self.heartbeat_interval = heartbeat_interval
         self.runners: dict[str, RunnerInfo] = {}
@@ -59,7 +69,8 @@ class RunnerRegistry:
     def config_fetched(self, name: str, version: str) -> None:
         info = self.seen(name)
         info.config_fetches += 1
-        info.config_version = version
+        if not info.heartbeats:  # a runner that sends heartbeats says itself what it runs
+            info.config_version = version
 
     def heartbeat(self, beat: Heartbeat) -> None:
         info = self.seen(beat.runner)
@@ -67,6 +78,30 @@ class RunnerRegistry:
         info.outbox = beat.outbox
         if beat.config_version:
             info.config_version = beat.config_version
+        if beat.actions is not None:
+            info.actions = beat.actions
+        info.problems = [str(problem) for problem in beat.problems]
+
+    def is_current(self, info: RunnerInfo) -> bool | None:
+        """Whether the runner runs its slice of the configuration now running (None: not known)."""
+        if self.current_version is None or not info.config_version:
+            return None
+        return info.config_version == self.current_version(info.name)
+
+    def should_tell(self, name: str) -> bool:
+        """True when the runner `name` is behind and was not told so within half a heartbeat interval.
+
+        Called on each of its heartbeats, so a stale runner is told at most once per heartbeat, and a
+        runner that beats too fast is not told faster than that.
+        """
+        info = self.runners.get(name)
+        if info is None or self.is_current(info) is not False:
+            return False
+        now = self.clock()
+        if info.last_told is not None and now - info.last_told < self.heartbeat_interval / 2:
+            return False
+        info.last_told = now
+        return True
 
     def event(self, name: str) -> None:
         self.seen(name).events += 1
@@ -91,8 +126,10 @@ class RunnerRegistry:
         for info in sorted(self.runners.values(), key=lambda i: i.name):
             entry = attrs.asdict(info)
             entry.pop("first_seen")
+            entry.pop("last_told")
             entry["last_seen"] = entry.pop("last_seen_wall")
             entry["state"] = self.state(info)
+            entry["config_current"] = self.is_current(info)
             out.append(entry)
         return json.dumps(out)
 

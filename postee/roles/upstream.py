@@ -1,5 +1,11 @@
 """The runner's link to its controller: bootstrap, outbox, heartbeats, config changes.
 
+The slice arrives with the runner's `$VAR` secrets as written; they are resolved here, from the
+runner's own environment, and an action whose variable is unset is disabled (and reported) while
+the rest of the slice runs. The runner asks for its slice again whenever it may have changed: on the
+controller's broadcast, on a notice on its own subject (sent when its heartbeat shows an old version),
+and after every reconnect of its link.
+
 Everything a runner tells its controller goes through a durable outbox in the runner's store first
 (events and execution reports), and leaves it only when the controller has acknowledged it. So a
 controller or bus outage loses nothing: the runner keeps running its own actions, the outbox grows,
@@ -10,7 +16,7 @@ processed, so a message resent after a lost acknowledgement is processed once.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -28,17 +34,20 @@ from postee.bus.protocol import (
     EXECUTIONS_SUBJECT,
     HEADER_CONFIG_VERSION,
     HEADER_EVENT_ID,
+    HEADER_ROUTE,
     HEADER_RUNNER,
     HEARTBEAT_SUBJECT,
     OUTPUT_EXCERPT,
     ExecutionReport,
     Heartbeat,
+    runner_config_subject,
 )
 from postee.config import Config, ConfigError, Severity, parse_config
+from postee.config.env import UnsetSecret, disable_unset
 from postee.config.runner_slice import config_version
 from postee.pipeline.action_actor import Execution
 from postee.pipeline.events import Event
-from postee.store import Store
+from postee.store import OutboxMessage, Store
 from postee.store.errors import StoreError
 
 log = structlog.get_logger("postee.runner")
@@ -56,11 +65,19 @@ class RunnerFatal(Exception):
     """The runner cannot work and retrying will not help (credentials, TLS, an unusable config)."""
 
 
+LINK_POLL_INTERVAL = 0.1
+"""Seconds between looks at the link of a transport that cannot report its changes (in-memory)."""
+NOTICE_BACKLOG = 16
+"""Config-change notices kept while one is handled (more add nothing: one fetch answers them all)."""
+
+
 @attrs.frozen
 class FetchedConfig:
     text: str
     version: str
     config: Config
+    unset: tuple[UnsetSecret, ...] = ()
+    """Actions disabled because a variable they use is not set on this runner."""
 
 
 @attrs.frozen
@@ -78,9 +95,15 @@ DEFAULT_BACKOFF = Backoff()
 
 
 async def fetch_config(
-    transport: Transport, runner: str, environ: dict[str, str], backoff: Backoff = DEFAULT_BACKOFF
+    transport: Transport, runner: str, environ: Mapping[str, str], backoff: Backoff = DEFAULT_BACKOFF
 ) -> FetchedConfig:
-    """Ask the controller for this runner's slice, retrying with backoff until it answers.
+    """Ask the controller for this runner's slice (see `request_slice`), and read it."""
+    text, version = await request_slice(transport, runner, backoff)
+    return await read_slice(text, version, runner, environ)
+
+
+async def request_slice(transport: Transport, runner: str, backoff: Backoff = DEFAULT_BACKOFF) -> tuple[str, str]:
+    """This runner's slice as YAML, and its version, retrying with backoff until the controller answers.
 
     A refused credential or TLS identity is final (`RunnerFatal`); a controller that is down, not yet
     started or slow is waited for (Postee's runner exits instead).
@@ -97,19 +120,25 @@ async def fetch_config(
             delay = backoff.next(delay)
             continue
         text = reply.data.decode("utf-8", errors="replace")
-        version = reply.headers.get(HEADER_CONFIG_VERSION) or config_version(text)
-        # Checking the actions may read files and build TLS contexts: off the event loop.
-        config = await trio.to_thread.run_sync(parse_runner_config, text, runner, environ)
-        log.info("configuration received from the controller", version=version, routes=len(config.routes),
-                 actions=len(config.actions))
-        return FetchedConfig(text, version, config)
+        return text, reply.headers.get(HEADER_CONFIG_VERSION) or config_version(text)
 
 
-def parse_runner_config(text: str, runner: str, environ: dict[str, str]) -> Config:
+async def read_slice(text: str, version: str, runner: str, environ: Mapping[str, str]) -> FetchedConfig:
+    """Check a slice with the runner's environment; raises `ConfigError` or `RunnerFatal` (not YAML)."""
+    # Checking the actions may read files and build TLS contexts: off the event loop.
+    config, unset = await trio.to_thread.run_sync(parse_runner_config, text, runner, environ)
+    log.info("configuration received from the controller", version=version, routes=len(config.routes),
+             actions=len(config.actions))
+    return FetchedConfig(text, version, config, tuple(unset))
+
+
+def parse_runner_config(text: str, runner: str, environ: Mapping[str, str]) -> tuple[Config, list[UnsetSecret]]:
+    """The slice as a `Config`, with the actions whose `$VAR` is unset here disabled (and listed)."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise RunnerFatal(f"the controller sent a configuration that is not YAML: {exc}") from None
+    data, unset = disable_unset(data, environ)
     config, problems = parse_config(data, source=f"controller slice for {runner}", environ=environ)
     for problem in problems:
         if problem.severity is Severity.WARNING:
@@ -117,9 +146,7 @@ def parse_runner_config(text: str, runner: str, environ: dict[str, str]) -> Conf
     errors = [p for p in problems if p.severity is Severity.ERROR]
     if errors:
         raise ConfigError(f"controller slice for {runner}", problems)
-    if not config.actions:
-        log.warning("the controller has no action for this runner: it only reports events", runner=runner)
-    return config
+    return config, unset
 
 
 class Upstream:
@@ -144,6 +171,10 @@ class Upstream:
         self._store = store
         self.clock = clock
         self.config_version = ""
+        self.actions: int | None = None
+        """Actions the runner runs now (heartbeats carry it to `/runners`)."""
+        self.problems: tuple[str, ...] = ()
+        """What keeps the runner from running its slice as written (heartbeats carry it too)."""
         self._wake = trio.Event()
         self.events_reported = 0
         self.executions_reported = 0
@@ -155,12 +186,24 @@ class Upstream:
         return self._store()
 
     # -- hooks for the node ----------------------------------------------------------------------
-    async def report_event(self, event: Event) -> None:
-        """Keep the event in the outbox until the controller acknowledges it."""
+    def event_message(self, event: Event) -> OutboxMessage:
+        """The outbox message reporting `event` (the node records it with the event, in one transaction);
+        a tenant event names its route, so the controller runs only that one."""
         headers = {HEADER_RUNNER: self.runner, HEADER_EVENT_ID: event.id}
-        await self.store.outbox_add(EVENTS_SUBJECT, event.text.encode(), headers)
+        if event.route is not None:
+            headers[HEADER_ROUTE] = event.route
+        return OutboxMessage(EVENTS_SUBJECT, event.text.encode(), headers)
+
+    async def event_reported(self, event: Event) -> None:
+        """The event's report is in the outbox: count it and wake the drain."""
         self.events_reported += 1
         self._wake.set()
+
+    async def report_event(self, event: Event) -> None:
+        """Keep the event in the outbox until the controller acknowledges it."""
+        message = self.event_message(event)
+        await self.store.outbox_add(message.subject, message.payload, message.headers)
+        await self.event_reported(event)
 
     async def report_execution(self, execution: Execution) -> None:
         report = ExecutionReport(
@@ -247,6 +290,8 @@ class Upstream:
                 events=self.events_reported,
                 executions=self.executions_reported,
                 outbox=await self._outbox_count(),
+                actions=self.actions,
+                problems=self.problems,
             )
             try:
                 await self.transport.publish(HEARTBEAT_SUBJECT, beat.to_json())
@@ -254,13 +299,68 @@ class Upstream:
                 log.debug("heartbeat not sent", error=str(exc) or type(exc).__name__)
             await trio.sleep(interval)
 
-    async def watch_config(self, on_change: Callable[[], Awaitable[Any]], *,
+    async def watch_config(self, on_notice: Callable[[str | None], Awaitable[Any]], *,
                            task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Re-fetch the configuration whenever the controller announces a new one."""
-        async with self.transport.subscribe(CONFIG_CHANGED_SUBJECT) as changes:
-            task_status.started()
-            async for message in changes:
-                version = message.data.decode(errors="replace")
-                log.info("controller configuration changed", version=version)
-                await on_change()
+        """Call `on_notice` whenever this runner's slice may have changed, one call at a time.
 
+        `on_notice(version)`: the controller said this runner's current slice is `version` (its own
+        subject); `on_notice(None)`: fetch and compare (the broadcast, whose version is the whole
+        configuration's, or a reconnect, after which a broadcast may have been missed). Notices that
+        arrive while one is handled are handled together, once.
+        """
+        send, receive = trio.open_memory_channel[str | None](NOTICE_BACKLOG)
+        async with self.transport.subscribe(CONFIG_CHANGED_SUBJECT) as broadcast, \
+                self.transport.subscribe(runner_config_subject(self.runner)) as mine, \
+                trio.open_nursery() as nursery:
+            nursery.start_soon(self._forward, broadcast, send, False)
+            nursery.start_soon(self._forward, mine, send, True)
+            nursery.start_soon(self._watch_reconnects, send)
+            task_status.started()
+            async for notice in receive:
+                batch = [notice]
+                while True:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                await on_notice(None if None in batch else batch[-1])
+
+    @staticmethod
+    async def _forward(subscription: Any, send: trio.MemorySendChannel[str | None], versioned: bool) -> None:
+        async for message in subscription:
+            version = message.data.decode(errors="replace").strip()
+            log.info("controller configuration changed", version=version, told_directly=versioned)
+            _notify(send, version if versioned and version else None)
+
+    async def _watch_reconnects(self, send: trio.MemorySendChannel[str | None]) -> None:
+        while True:
+            await wait_link(self.transport, up=False)
+            await wait_link(self.transport, up=True)
+            log.info("link to the controller back: checking the configuration")
+            _notify(send, None)
+
+
+def _notify(send: trio.MemorySendChannel[str | None], notice: str | None) -> None:
+    try:
+        send.send_nowait(notice)
+    except trio.WouldBlock:
+        pass  # notices are waiting already: the fetch they cause answers this one too
+
+
+async def wait_link(transport: Transport, *, up: bool) -> None:
+    """Return once `transport`'s link is up (or down); never, for a closed transport or one without a link.
+
+    The NATS transport reports link changes (`wait_connected` / `wait_disconnected`); for one that only
+    has a `connected` flag (the in-memory bus) the flag is looked at every `LINK_POLL_INTERVAL`.
+    """
+    waiter = getattr(transport, "wait_connected" if up else "wait_disconnected", None)
+    if waiter is not None:
+        try:
+            await waiter()
+        except TransportError:  # closed for good: the node is stopping, this link will not change
+            await trio.sleep_forever()
+        return
+    if not hasattr(transport, "connected"):
+        await trio.sleep_forever()
+    while bool(transport.connected) != up:  # type: ignore[attr-defined]
+        await trio.sleep(LINK_POLL_INTERVAL)

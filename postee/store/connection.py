@@ -20,6 +20,10 @@ BUSY_TIMEOUT_MS = 5_000
 """How long a statement waits for another connection's write lock (e.g. `postee apikey` run while
 the daemon writes) before failing with "database is locked"."""
 
+WAL_AUTOCHECKPOINT_PAGES = 10_000
+"""WAL pages (of 4 KB) after which a commit checkpoints by itself: a safety net only. A running node
+checkpoints from a second connection, off the write path (`postee.store.checkpointer`)."""
+
 JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
 """Bytes the WAL file is truncated to after a checkpoint, so one big transaction (a VACUUM) does not
 leave a large `-wal` file behind for good."""
@@ -93,5 +97,6 @@ def _configure(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA journal_mode = WAL").fetchone()
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT:d}")
+    conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES:d}")
     # Reading the schema catches a damaged first page before the first real operation does.
     conn.execute("SELECT count(*) FROM sqlite_master").fetchone()

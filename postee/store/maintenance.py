@@ -1,4 +1,4 @@
-"""The periodic maintenance service: Postee's `db-verify-interval` loop.
+"""The periodic maintenance services: Postee's `db-verify-interval` loop, and WAL checkpoints.
 
 A long-lived service in the trio style (`task_status.started()` once the first pass is done, so a
 role that starts it knows the file is within its limit before intake opens). A failed pass is
@@ -20,6 +20,9 @@ from postee.store.sqlite import DEFAULT_PROCESSED_RETENTION, SqliteStore
 
 DEFAULT_VERIFY_INTERVAL = 3600.0
 """Seconds between passes: Postee's `db-verify-interval` default of 1 hour."""
+
+DEFAULT_CHECKPOINT_INTERVAL = 0.5
+"""Seconds between WAL checkpoints (`serve_checkpoints`): a few MB of WAL at most under load."""
 
 log = structlog.get_logger("postee.store")
 
@@ -54,6 +57,7 @@ async def serve_maintenance(
                 expired=report.expired,
                 evicted=report.evicted,
                 processed_pruned=report.processed_pruned,
+                outcomes_pruned=report.outcomes_pruned,
                 size_before=report.size_before,
                 size_after=report.size_after,
                 over_limit=report.over_limit,
@@ -71,3 +75,25 @@ async def serve_maintenance(
             started = True
             task_status.started()
         await trio.sleep(interval)
+
+
+async def serve_checkpoints(
+    store: SqliteStore,
+    *,
+    interval: float = DEFAULT_CHECKPOINT_INTERVAL,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Checkpoint the store's WAL every `interval` seconds, off its write path, until cancelled.
+
+    Keeps the WAL short without the stall of a checkpoint inside a commit (see
+    `postee.store.checkpointer`). A failure is logged and tried again at the next interval.
+    """
+    if interval <= 0:
+        raise ValueError(f"interval must be > 0, not {interval!r}")
+    task_status.started()
+    while True:
+        await trio.sleep(interval)
+        try:
+            await store.checkpoint()
+        except StoreError as exc:
+            log.warning("store checkpoint failed", path=store.path, error=str(exc))

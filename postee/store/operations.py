@@ -11,23 +11,27 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from postee.store.records import OutboxItem, PendingQueue
+from postee.store.records import AcceptedEvent, OutboxItem, OutboxMessage, Outcome, PendingQueue, UnfinishedEvent
 
 DEDUP_TABLES = ("dedup", "dedup_by_created", "dedup_by_expires")
 """The dedup table and its indexes: what evicting dedup keys frees (measured with `dbstat`)."""
 
 DEDUP_SEEN = """
-INSERT INTO dedup (route, key, expires, created) VALUES (?1, ?2, ?3, ?4)
-ON CONFLICT (route, key) DO UPDATE SET expires = excluded.expires, created = excluded.created
-    WHERE dedup.expires IS NOT NULL AND dedup.expires <= excluded.created
+INSERT INTO dedup (route, key, expires, created, event_id) VALUES (?1, ?2, ?3, ?4, ?5)
+ON CONFLICT (route, key) DO UPDATE SET
+    expires = CASE WHEN dedup.event_id = excluded.event_id THEN dedup.expires ELSE excluded.expires END,
+    created = CASE WHEN dedup.event_id = excluded.event_id THEN dedup.created ELSE excluded.created END,
+    event_id = excluded.event_id
+    WHERE (dedup.expires IS NOT NULL AND dedup.expires <= excluded.created) OR dedup.event_id = excluded.event_id
 RETURNING 1
 """
-# A row comes back when the key was inserted, or replaced because it had expired: "not seen".
-# No row: the key exists and is live: "seen". One statement, one implicit transaction.
+# A row comes back when the key was inserted, or replaced because it had expired, or was recorded by
+# this same event (a replay after a crash, which must not drop itself): "not seen". No row: the key
+# exists, is live and belongs to another event: "seen". One statement, one implicit transaction.
 
 
 def rollback(conn: sqlite3.Connection) -> None:
@@ -36,6 +40,17 @@ def rollback(conn: sqlite3.Connection) -> None:
             conn.rollback()
         except sqlite3.Error:  # the original error is the interesting one
             pass
+
+
+@contextmanager
+def atomic(conn: sqlite3.Connection) -> Iterator[None]:
+    """All or nothing: inside a batch's transaction (the batch is rolled back and rerun call by call
+    when one call fails), else in a transaction of its own."""
+    if conn.in_transaction:
+        yield
+        return
+    with write_transaction(conn):
+        yield
 
 
 @contextmanager
@@ -59,38 +74,46 @@ def execute(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> int:
     return conn.execute(sql, params).rowcount
 
 
-def dedup_seen(conn: sqlite3.Connection, route: str, key: str, expires: float | None, now: float) -> bool:
-    return not conn.execute(DEDUP_SEEN, (route, key, expires, now)).fetchall()
+def dedup_seen(conn: sqlite3.Connection, route: str, key: str, expires: float | None, now: float,
+               event_id: str | None) -> bool:
+    return not conn.execute(DEDUP_SEEN, (route, key, expires, now, event_id)).fetchall()
 
 
-def aggregation_push(conn: sqlite3.Connection, route: str, action: str, item: str, now: float) -> int:
+def aggregation_push(conn: sqlite3.Connection, route: str, action: str, item: str, now: float,
+                     event_id: str | None) -> int:
     with write_transaction(conn):
         conn.execute(
             "INSERT INTO aggregation (route, action, item, ts) VALUES (?, ?, ?, ?)", (route, action, item, now)
         )
+        if event_id is not None:  # the event's outcome for this action: queued (a replay must not queue it again)
+            record_outcome(conn, event_id, route, action, "queued")
         (count,) = conn.execute(
-            "SELECT count(*) FROM aggregation WHERE route = ? AND action = ?", (route, action)
+            "SELECT count(*) FROM aggregation WHERE route = ? AND action = ? AND taken_by IS NULL", (route, action)
         ).fetchone()
     return count
 
 
-def aggregation_take(conn: sqlite3.Connection, route: str, action: str, limit: int) -> list[str]:
+def aggregation_take(conn: sqlite3.Connection, route: str, action: str, limit: int, taken_by: str | None) -> list[str]:
     with write_transaction(conn):
         rows = conn.execute(
-            "SELECT id, item FROM aggregation WHERE route = ? AND action = ? ORDER BY id LIMIT ?",
+            "SELECT id, item FROM aggregation WHERE route = ? AND action = ? AND taken_by IS NULL ORDER BY id LIMIT ?",
             (route, action, limit),
         ).fetchall()
         if rows:
             # The first `limit` ids of the queue are exactly those up to the last one read.
-            conn.execute(
-                "DELETE FROM aggregation WHERE route = ? AND action = ? AND id <= ?", (route, action, rows[-1][0])
-            )
+            where = "route = ? AND action = ? AND taken_by IS NULL AND id <= ?"
+            if taken_by is None:
+                conn.execute(f"DELETE FROM aggregation WHERE {where}", (route, action, rows[-1][0]))
+            else:  # kept, out of the queue, until the batch is delivered (`aggregation_delivered`)
+                params = (taken_by, route, action, rows[-1][0])
+                conn.execute(f"UPDATE aggregation SET taken_by = ? WHERE {where}", params)
     return [item for _, item in rows]
 
 
 def aggregation_pending(conn: sqlite3.Connection) -> list[PendingQueue]:
     rows = conn.execute(
-        "SELECT route, action, count(*), min(ts) FROM aggregation GROUP BY route, action ORDER BY route, action"
+        "SELECT route, action, count(*), min(ts) FROM aggregation WHERE taken_by IS NULL "
+        "GROUP BY route, action ORDER BY route, action"
     ).fetchall()
     return [PendingQueue(*row) for row in rows]
 
@@ -125,6 +148,65 @@ def mark_processed(conn: sqlite3.Connection, event_id: str, now: float) -> bool:
             (event_id, now),
         ).fetchall()
     )
+
+
+def record_outcome(conn: sqlite3.Connection, event_id: str, route: str, action: str, status: str) -> None:
+    conn.execute(
+        "INSERT INTO outcomes (event_id, route, action, status) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (event_id, route, action) DO UPDATE SET status = excluded.status",
+        (event_id, route, action, status),
+    )
+
+
+def intake_add(conn: sqlite3.Connection, event: AcceptedEvent, report: OutboxMessage | None,
+               processed_key: str | None, now: float) -> bool:
+    """The event, its upstream report and its processed mark, all or nothing; False for a known id or key."""
+    with atomic(conn):
+        if processed_key is not None and not mark_processed(conn, processed_key, now):
+            return False
+        new = conn.execute(
+            "INSERT INTO intake (event_id, source, route, body, received_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (event_id) DO NOTHING RETURNING 1",
+            (event.id, event.source, event.route, event.text, event.received_at),
+        ).fetchall()
+        if new and report is not None:
+            headers = json.dumps(report.headers, separators=(",", ":"))
+            outbox_add(conn, report.subject, bytes(report.payload), headers, now)
+    return bool(new)
+
+
+def intake_progress(conn: sqlite3.Connection, outcomes: Sequence[Outcome], finished: Sequence[str]) -> None:
+    """Record outcomes, then forget the finished events and their outcomes, all or nothing."""
+    with atomic(conn):
+        conn.executemany(
+            "INSERT INTO outcomes (event_id, route, action, status) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (event_id, route, action) DO UPDATE SET status = excluded.status",
+            [(o.event_id, o.route, o.action, "sent" if o.ok else "failed") for o in outcomes],
+        )
+        if finished:
+            ids = json.dumps(list(finished))
+            conn.execute("DELETE FROM outcomes WHERE event_id IN (SELECT value FROM json_each(?))", (ids,))
+            conn.execute("DELETE FROM intake WHERE event_id IN (SELECT value FROM json_each(?))", (ids,))
+
+
+def intake_unfinished(conn: sqlite3.Connection, after: int, limit: int) -> list[UnfinishedEvent]:
+    rows = conn.execute(
+        "SELECT seq, event_id, source, route, body, received_at FROM intake WHERE seq > ? ORDER BY seq LIMIT ?",
+        (after, limit),
+    ).fetchall()
+    if not rows:
+        return []
+    ids = json.dumps([row[1] for row in rows])
+    done: dict[str, set[tuple[str, str]]] = {}
+    for event_id, route, action in conn.execute(
+        "SELECT event_id, route, action FROM outcomes WHERE event_id IN (SELECT value FROM json_each(?))", (ids,)
+    ):
+        done.setdefault(event_id, set()).add((route, action))
+    return [
+        UnfinishedEvent(seq, AcceptedEvent(event_id, source, body, received_at, route),
+                        frozenset(done.get(event_id, ())))
+        for seq, event_id, source, route, body, received_at in rows
+    ]
 
 
 def outbox_add(conn: sqlite3.Connection, subject: str, payload: bytes, headers: str, now: float) -> int:

@@ -1,7 +1,7 @@
 """What the pipeline and the roles need from a store, as a `typing.Protocol`.
 
-The pipeline (dedup, aggregation), a runner's upstream outbox and the controller's processed-id
-check are written against this, not against SQLite: `SqliteStore` satisfies it today, and a store
+The pipeline (durable intake, dedup, aggregation), a runner's upstream outbox and the controller's
+processed-id check are written against this, not against SQLite: `SqliteStore` satisfies it today, and a store
 shared by several controllers (NATS KV, PostgreSQL) has to offer exactly these calls. Opening,
 closing and maintenance (size limits, VACUUM) belong to the concrete store and its owner, the node.
 
@@ -17,10 +17,10 @@ Contract shared by every method:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from postee.store.records import OutboxItem
+from postee.store.records import AcceptedEvent, OutboxItem, OutboxMessage, Outcome, UnfinishedEvent
 
 
 class Store(Protocol):
@@ -28,22 +28,64 @@ class Store(Protocol):
 
     # -- route plugins (pipeline) ----------------------------------------------------------------
     async def dedup_seen(
-        self, route: str, key: str, ttl_seconds: float | None = None, now: float | None = None
+        self, route: str, key: str, ttl_seconds: float | None = None, now: float | None = None,
+        event_id: str | None = None,
     ) -> bool:
         """Check-and-set `key` of `route`: True when it is present and live (drop the event).
 
         Otherwise the key is recorded with the expiry `now + ttl_seconds` (none when the ttl is 0 or
         None) and False is returned; a key is live while a later call's `now` is before its expiry.
         Keys are scoped per route. Concurrent calls for one key let exactly one caller through.
+        A live key recorded with `event_id` is not a duplicate for that same event id (a replayed
+        event must not drop itself); it keeps its first expiry.
         """
         ...
 
-    async def aggregation_push(self, route: str, action: str, item: Mapping[str, Any], now: float | None = None) -> int:
-        """Append `item` (JSON-serialisable) to the (route, action) queue; return the queue length."""
+    async def aggregation_push(self, route: str, action: str, item: Mapping[str, Any], now: float | None = None,
+                               event_id: str | None = None) -> int:
+        """Append `item` (JSON-serialisable) to the (route, action) queue; return the queue length.
+
+        With `event_id`, atomically record "queued" as that event's outcome for (route, action)
+        (see `intake_progress`): a replay of the event does not queue it twice.
+        """
         ...
 
-    async def aggregation_take(self, route: str, action: str, limit: int | None = None) -> list[dict[str, Any]]:
-        """Remove and return up to `limit` (all when None) items of the queue, oldest first."""
+    async def aggregation_take(self, route: str, action: str, limit: int | None = None,
+                               taken_by: str | None = None) -> list[dict[str, Any]]:
+        """Remove and return up to `limit` (all when None) items of the queue, oldest first.
+
+        With `taken_by` the items leave the queue (no longer counted or taken) but are kept until
+        `aggregation_delivered(taken_by)`, or put back by `aggregation_release`.
+        """
+        ...
+
+    async def aggregation_delivered(self, taken_by: str) -> int:
+        """Delete the items taken with `taken_by` (their aggregate was sent); return how many."""
+        ...
+
+    async def aggregation_release(self) -> int:
+        """Put every taken item back in its queue at its place (at start: whoever took it died)."""
+        ...
+
+    # -- durable intake (pipeline and node) -----------------------------------------------------
+    async def intake_add(self, event: AcceptedEvent, report: OutboxMessage | None = None,
+                         processed_key: str | None = None, now: float | None = None) -> bool:
+        """Keep an accepted event until it is finished; False, recording nothing, when its id is kept already.
+
+        Atomically with it: `report` is added to the outbox (see `outbox_add`), and `processed_key`
+        is marked processed (see `mark_processed`; already marked: False, nothing recorded). Called
+        for every accepted event before it is answered, so concurrent calls must share a commit.
+        """
+        ...
+
+    async def intake_progress(self, outcomes: Sequence[Outcome] = (), finished: Sequence[str] = ()) -> None:
+        """Atomically record `outcomes` (those actions ran, sent or failed: a replay does not run them
+        again), then forget the `finished` events (every route decided, every action they were
+        handed to ended) and their outcomes."""
+        ...
+
+    async def intake_unfinished(self, after: int = 0, limit: int = ...) -> list[UnfinishedEvent]:
+        """Up to `limit` unfinished events with `seq > after`, oldest first, each with its recorded outcomes."""
         ...
 
     # -- processed event ids (controller) --------------------------------------------------------

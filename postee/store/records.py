@@ -19,6 +19,49 @@ class OutboxItem:
     """Wall-clock time (epoch seconds) at which it was added."""
 
 
+@attrs.frozen
+class OutboxMessage:
+    """A message to keep in the outbox (see `Store.outbox_add`), e.g. a runner's report of an event."""
+
+    subject: str
+    payload: bytes
+    headers: dict[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class AcceptedEvent:
+    """An accepted event as the store keeps it until it is finished (see `Store.intake_add`)."""
+
+    id: str
+    source: str
+    text: str
+    """The event's JSON text as received."""
+    received_at: float
+    route: str | None = None
+    """The one route a tenant event was posted to; None for every route."""
+
+
+@attrs.frozen
+class Outcome:
+    """That an action ran for an accepted event on a route (see `Store.intake_progress`)."""
+
+    event_id: str
+    route: str
+    action: str
+    ok: bool
+
+
+@attrs.frozen
+class UnfinishedEvent:
+    """An accepted event not yet finished, with the action outcomes recorded for it so far."""
+
+    seq: int
+    """Its place in arrival order."""
+    event: AcceptedEvent
+    outcomes: frozenset[tuple[str, str]]
+    """(route, action) pairs whose outcome is recorded: not to run again."""
+
+
 class PendingQueue(NamedTuple):
     """One non-empty aggregation queue, as listed by `SqliteStore.aggregation_pending`.
 
@@ -50,3 +93,5 @@ class MaintenanceReport:
     """Whether the file was rewritten (VACUUM) to give the freed pages back to the filesystem."""
     over_limit: bool = False
     """Still over the limit at the end: nothing evictable is left (queues and outbox are never evicted)."""
+    outcomes_pruned: int = 0
+    """Action outcomes of events no longer in the intake deleted (written after their event finished)."""

@@ -66,7 +66,38 @@ def _create_v1(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
-MIGRATIONS: tuple[Migration, ...] = (_create_v1,)
+_V2 = """
+CREATE TABLE intake (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order: unfinished events are replayed in it
+    event_id    TEXT NOT NULL UNIQUE,
+    source      TEXT NOT NULL,
+    route       TEXT,                               -- the one route of a tenant event, NULL for every route
+    body        TEXT NOT NULL,                      -- the event's JSON text as received
+    received_at REAL NOT NULL
+);
+
+CREATE TABLE outcomes (
+    event_id TEXT NOT NULL,
+    route    TEXT NOT NULL,
+    action   TEXT NOT NULL,
+    status   TEXT NOT NULL,                         -- sent, failed, or queued (for aggregation)
+    PRIMARY KEY (event_id, route, action)
+) WITHOUT ROWID;
+
+ALTER TABLE dedup ADD COLUMN event_id TEXT;           -- the event that recorded the key
+ALTER TABLE aggregation ADD COLUMN taken_by TEXT;     -- set while a taken batch is being sent
+CREATE INDEX aggregation_by_taker ON aggregation (taken_by) WHERE taken_by IS NOT NULL
+"""
+
+
+def _durable_intake_v2(conn: sqlite3.Connection) -> None:
+    """Accepted events until finished, action outcomes, and what a replay needs to recognise itself."""
+    for statement in _V2.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+MIGRATIONS: tuple[Migration, ...] = (_create_v1, _durable_intake_v2)
 """The schema history; `len(MIGRATIONS)` is the current version."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -9,10 +9,16 @@ UPSERT ... RETURNING), else an explicit `BEGIN IMMEDIATE` so a read-then-write c
 with another process's write. Those functions of the connection are in
 `postee.store.operations`; this module is the async side: the thread, the queue, cancellation.
 
-The hot-path operations (`dedup_seen`, `mark_processed`, `counter_add`) go through a `Combiner`:
+The hot-path operations (`dedup_seen`, `mark_processed`, `counter_add`, and the durable intake's
+`intake_add`, `intake_progress`, `aggregation_delivered`) go through a `Combiner`:
 the calls queued at the same moment run together in one thread hop and one transaction (group
-commit), which is what makes many route actors deduplicating at once cheap. Results are exactly
-those of running the calls one after another in queue order.
+commit), which is what makes many route actors deduplicating at once, or many webhook requests
+recording their events before they are answered, cheap. Results are exactly those of running the
+calls one after another in queue order.
+
+Commits are durable against a crash of the process (SIGKILL, the OOM killer): in WAL mode with
+`synchronous = NORMAL` a committed transaction is in the WAL file, which the next open reads. A power
+loss or an OS crash may lose the last transactions before a checkpoint (not corrupt the file).
 
 Cancellation: waiting for the connection is an ordinary Trio wait. Once a statement runs, a SQLite
 progress handler polls `trio.from_thread.check_cancelled()` every `PROGRESS_INTERVAL` virtual-machine
@@ -42,10 +48,19 @@ import outcome
 import trio
 
 from postee.store import operations as ops
+from postee.store.checkpointer import Checkpointer
 from postee.store.combiner import Combiner, Request
-from postee.store.connection import corrupt_error, is_corruption, open_connection
+from postee.store.connection import MEMORY, corrupt_error, is_corruption, open_connection
 from postee.store.errors import StoreClosed, StoreError
-from postee.store.records import MaintenanceReport, OutboxItem, PendingQueue
+from postee.store.records import (
+    AcceptedEvent,
+    MaintenanceReport,
+    OutboxItem,
+    OutboxMessage,
+    Outcome,
+    PendingQueue,
+    UnfinishedEvent,
+)
 from postee.store.schema import MIGRATIONS, Migration
 
 T = TypeVar("T")
@@ -56,6 +71,9 @@ statement stops almost at once, while short statements (a few hundred steps) are
 
 DEFAULT_OUTBOX_BATCH = 100
 """How many outbox items `outbox_pending` returns by default."""
+
+DEFAULT_INTAKE_BATCH = 100
+"""How many unfinished events `intake_unfinished` returns by default (a replay reads them page by page)."""
 
 DEFAULT_PROCESSED_RETENTION = 7 * 24 * 3600.0
 """Seconds a processed event id is remembered: longer than any plausible redelivery of an event."""
@@ -74,6 +92,10 @@ API_KEY_BYTES = 32
 """Entropy of a generated API key (`secrets.token_urlsafe`), 256 bits."""
 
 
+ORPHAN_OUTCOMES = "DELETE FROM outcomes WHERE event_id NOT IN (SELECT event_id FROM intake)"
+"""Outcomes written after their event was finished and forgotten (a late write): nothing reads them."""
+
+
 class SqliteStore:
     """An open store. Create it with `open_store(path)` (async with) or `await SqliteStore.open(path)`."""
 
@@ -86,6 +108,7 @@ class SqliteStore:
         self._thread_limiter = trio.CapacityLimiter(1)
         """For `to_thread` itself; never contended, since its callers hold `_limiter`."""
         self._combiner = Combiner(self._limiter, self._run_batch)
+        self._checkpointer = Checkpointer(path) if path != MEMORY else None
         self._cancelled: BaseException | None = None
         self._interruptible = False
         conn.set_progress_handler(self._progress, PROGRESS_INTERVAL)
@@ -117,6 +140,8 @@ class SqliteStore:
         interrupted if its own caller was cancelled.
         """
         with trio.CancelScope(shield=True):
+            if self._checkpointer is not None:
+                await self._checkpointer.aclose()
             async with self._limiter:
                 conn, self._conn = self._conn, None
                 if conn is not None:
@@ -212,43 +237,92 @@ class SqliteStore:
 
     # -- dedup -------------------------------------------------------------------------------
     async def dedup_seen(
-        self, route: str, key: str, ttl_seconds: float | None = None, now: float | None = None
+        self, route: str, key: str, ttl_seconds: float | None = None, now: float | None = None,
+        event_id: str | None = None,
     ) -> bool:
         """Check-and-set a dedup key of `route`: True when it is present and live (drop the event).
 
         Otherwise the key is recorded, expiring at `now + ttl_seconds` (never when the ttl is 0 or
         None, as in Postee without `unique-message-timeout`), and False is returned. A key is live
         while `now < expiry`. Keys are scoped per route: the same key in two routes is two keys.
+        A key recorded by `event_id` does not make that same event a duplicate (its replay after a
+        crash); its expiry stays as first recorded.
         """
         if ttl_seconds is not None and ttl_seconds < 0:
             raise ValueError(f"ttl_seconds must be >= 0, not {ttl_seconds!r}")
         now = time.time() if now is None else now
         expires = now + ttl_seconds if ttl_seconds else None
-        return await self._call_batched(ops.dedup_seen, route, key, expires, now)
+        return await self._call_batched(ops.dedup_seen, route, key, expires, now, event_id)
 
     async def dedup_count(self) -> int:
         """Number of dedup keys stored (live or expired but not yet cleaned up), for metrics."""
         return await self._call(ops.scalar, "SELECT count(*) FROM dedup", ())
 
     # -- aggregation -------------------------------------------------------------------------
-    async def aggregation_push(self, route: str, action: str, item: Mapping[str, Any], now: float | None = None) -> int:
-        """Append `item` (JSON-serialisable) to the (route, action) queue; return the queue length."""
+    async def aggregation_push(self, route: str, action: str, item: Mapping[str, Any], now: float | None = None,
+                               event_id: str | None = None) -> int:
+        """Append `item` (JSON-serialisable) to the (route, action) queue; return the queue length.
+
+        With `event_id`, the same transaction records "queued" as that event's outcome for (route,
+        action), so a replay of the event knows not to queue it again.
+        """
         encoded = json.dumps(item, separators=(",", ":"))
         now = time.time() if now is None else now
-        return await self._call(ops.aggregation_push, route, action, encoded, now)
+        return await self._call(ops.aggregation_push, route, action, encoded, now, event_id)
 
-    async def aggregation_take(self, route: str, action: str, limit: int | None = None) -> list[dict[str, Any]]:
-        """Remove and return up to `limit` (all when None) items of the queue, oldest first."""
+    async def aggregation_take(self, route: str, action: str, limit: int | None = None,
+                               taken_by: str | None = None) -> list[dict[str, Any]]:
+        """Remove and return up to `limit` (all when None) items of the queue, oldest first.
+
+        With `taken_by`, the items leave the queue but stay in the store, marked with it, until
+        `aggregation_delivered(taken_by)`; `aggregation_release` puts them back (after a crash).
+        """
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0 or None, not {limit!r}")
         if limit == 0:
             return []
-        rows = await self._call(ops.aggregation_take, route, action, -1 if limit is None else limit)
+        rows = await self._call(ops.aggregation_take, route, action, -1 if limit is None else limit, taken_by)
         return [json.loads(item) for item in rows]
+
+    async def aggregation_delivered(self, taken_by: str) -> int:
+        """Delete the items taken by `taken_by` (their aggregate was sent); return how many."""
+        return await self._call_batched(ops.execute, "DELETE FROM aggregation WHERE taken_by = ?", (taken_by,))
+
+    async def aggregation_release(self) -> int:
+        """Put every taken item back in its queue, in its place (at start: its sender died); return how many."""
+        sql = "UPDATE aggregation SET taken_by = NULL WHERE taken_by IS NOT NULL"
+        return await self._call(ops.execute, sql, ())
 
     async def aggregation_pending(self) -> list[PendingQueue]:
         """Every non-empty queue with its length and the time its oldest item was pushed."""
         return await self._call(ops.aggregation_pending)
+
+    # -- durable intake ----------------------------------------------------------------------
+    async def intake_add(self, event: AcceptedEvent, report: OutboxMessage | None = None,
+                         processed_key: str | None = None, now: float | None = None) -> bool:
+        """Record an accepted event until it is finished; False (nothing recorded) when its id is there already.
+
+        In the same transaction: `report` goes into the outbox (a runner's report of the event
+        upstream, so an event is reported exactly when it is recorded) and `processed_key` is
+        marked processed (False, nothing recorded, when it already was: see `mark_processed`).
+        Batched with concurrent calls (group commit).
+        """
+        now = time.time() if now is None else now
+        return await self._call_batched(ops.intake_add, event, report, processed_key, now)
+
+    async def intake_progress(self, outcomes: Sequence[Outcome] = (), finished: Sequence[str] = ()) -> None:
+        """Record action outcomes (a replay skips those actions), then forget the `finished` events
+        and their outcomes; all in one transaction, batched with concurrent calls."""
+        if outcomes or finished:
+            await self._call_batched(ops.intake_progress, tuple(outcomes), tuple(finished))
+
+    async def intake_unfinished(self, after: int = 0, limit: int = DEFAULT_INTAKE_BATCH) -> list[UnfinishedEvent]:
+        """Up to `limit` recorded, unfinished events with `seq > after`, in arrival order, with their outcomes."""
+        return await self._call(ops.intake_unfinished, after, limit)
+
+    async def intake_count(self) -> int:
+        """Number of unfinished events recorded."""
+        return await self._call(ops.scalar, "SELECT count(*) FROM intake", ())
 
     # -- counters ----------------------------------------------------------------------------
     async def counter_add(self, name: str, n: int = 1) -> int:
@@ -325,6 +399,16 @@ class SqliteStore:
         return await self._call(ops.scalar, "SELECT count(*) FROM outbox", ())
 
     # -- maintenance -------------------------------------------------------------------------
+    async def checkpoint(self) -> int:
+        """Copy the WAL into the database file from a second connection, without blocking the store's
+        writes (see `postee.store.checkpointer`); return how many WAL pages are left to copy."""
+        if self._checkpointer is None or self.closed:
+            return 0
+        try:
+            return await self._checkpointer.checkpoint()
+        except sqlite3.Error as exc:
+            raise self._wrap(exc) from exc
+
     async def size(self) -> int:
         """Database size in bytes (`page_count * page_size`, after checkpointing the WAL into it)."""
         return await self._call(ops.checkpointed_size)
@@ -347,9 +431,10 @@ class SqliteStore:
         size_before = await self._call(ops.checkpointed_size)
         expired = await self._call(ops.execute, "DELETE FROM dedup WHERE expires IS NOT NULL AND expires <= ?", (now,))
         pruned = await self._call(ops.execute, "DELETE FROM processed WHERE ts < ?", (now - processed_retention,))
+        orphans = await self._call(ops.execute, ORPHAN_OUTCOMES, ())
         if not max_size_bytes or size_before <= max_size_bytes:
             size_after = await self._call(ops.checkpointed_size)
-            return MaintenanceReport(expired, 0, pruned, size_before, size_after)
+            return MaintenanceReport(expired, 0, pruned, size_before, size_after, outcomes_pruned=orphans)
         # Deleted rows only free space once the file is rewritten: measure after a VACUUM.
         size = await self._call(ops.vacuum)
         target = max_size_bytes * (1 - EVICTION_HEADROOM)
@@ -363,7 +448,8 @@ class SqliteStore:
             evicted += removed
             size = await self._call(ops.vacuum)
         return MaintenanceReport(
-            expired, evicted, pruned, size_before, size, vacuumed=True, over_limit=size > max_size_bytes
+            expired, evicted, pruned, size_before, size, vacuumed=True, over_limit=size > max_size_bytes,
+            outcomes_pruned=orphans,
         )
 
 

@@ -5,13 +5,16 @@ lets intake enforce its limits (body size, a full queue) before reading more tha
 
 | endpoint | answer |
 |---|---|
-| POST `/`, `/scan` | 200 `""` accepted; 400 invalid JSON; 401 token; 413 too large; 503 + Retry-After when full |
+| POST `/`, `/scan` | 200 `""` accepted and recorded; 400 bad JSON; 401 token; 413 too large; 503 + Retry-After |
 | POST `/tenant/{route}` | runs that route now and waits; 200 with what happened; 404 unknown route |
 | GET `/ping` | `Postee alive!` |
 | GET `/events` | the last 1000 events as a JSON array |
 | GET `/reload?key=K` | reload the config (key from the store / `POSTEE_API_KEY`) |
 | GET `/healthz`, `/readyz` | liveness; readiness (config loaded, bus up) |
 | GET `/metrics` | Prometheus text format |
+
+A 503 means "not accepted, send it again": the intake queue is full, the node is stopping, or the
+store could not record the event (the node's log says which).
 """
 
 from __future__ import annotations
@@ -126,7 +129,8 @@ class PosteeApp:
             return
         if not await self.daemon.submit(event):
             self.daemon.metrics.events_rejected.labels("busy").inc()
-            await _respond(send, 503, b"busy: intake queue is full, retry later\n",
+            await _respond(send, 503, b"busy: the event was not accepted (intake full, stopping, or the store "
+                           b"unavailable), retry later\n",
                            {"retry-after": str(RETRY_AFTER_SECONDS)})
             return
         await _respond(send, 200, b'""', {"content-type": "application/json"})

@@ -20,9 +20,11 @@ import yaml
 from postee.bus.nats_transport import open_nats_transport
 from postee.bus.protocol import CONFIG_SUBJECT
 from postee.roles.launch import LinkOptions, run_controller, run_runner
+from postee.roles.runner import Runner, RunnerOptions
 from tests.daemon.helpers import pipeline_settled
 from tests.helpers.http_sink import open_http_sink
 from tests.roles.helpers import FAST_BACKOFF, acknowledged, eventually, node_options
+from tests.roles.tcp_proxy import TcpProxy
 from tests.roles.test_memory_bus import seed_config, tracee
 
 # Postee's integration test configuration (its Slack action stands in as a webhook: the Slack action
@@ -245,3 +247,144 @@ def test_controller_and_runner_modes_exclude_each_other(tmp_path):
                              "--controller-url", "nats://127.0.0.1:4222"], capture_output=True, text=True,
                             timeout=60, check=False)
     assert result.returncode == 2 and "exclude each other" in result.stderr
+
+
+async def test_a_runner_cut_off_while_the_controller_reloads_converges_after_reconnecting(tmp_path):
+    """The runner's link (through a proxy) is down while the controller reloads: it misses the
+    broadcast, and must still end up running its new slice once the link is back."""
+    port = free_port()
+    cfg = seed_config("http://127.0.0.1:9", "http://127.0.0.1:9")
+    async with controller_node(tmp_path, cfg, LinkOptions(url=f"nats://127.0.0.1:{port}")) as (
+        controller, c_client
+    ), trio.open_nursery() as nursery:
+        proxy = await nursery.start(TcpProxy(port).run)
+        async with open_nats_transport(proxy.url, name="postee-runner-postee-runner-1") as transport:
+            options = RunnerOptions("postee-runner-1", node_options(tmp_path, "postee-runner-1"),
+                                    heartbeat_interval=0.3, backoff=FAST_BACKOFF)
+            runner = Runner(options, transport)
+            async with trio.open_nursery() as runner_side:
+                with trio.fail_after(60):
+                    await runner_side.start(runner.run)
+                info = controller.registry.runners
+                await eventually(lambda: "postee-runner-1" in info and info["postee-runner-1"].heartbeats > 0)
+                assert "runner-only-route" in runner.node.pipeline.routes
+
+                proxy.cut()
+                await transport.wait_disconnected(timeout=30)
+                (tmp_path / "controller.yaml").write_text(
+                    cfg.replace("- name: runner-only-route", "- name: renamed-runner-route"))
+                assert (await c_client.get("/reload", params={"key": controller.node.api_key()})).status_code == 200
+                entry = {e["name"]: e for e in (await c_client.get("/runners")).json()}["postee-runner-1"]
+                assert entry["config_current"] is False
+                fetches, beats = info["postee-runner-1"].config_fetches, info["postee-runner-1"].heartbeats
+                proxy.restore()
+                await transport.wait_connected(timeout=30)
+                # a new fetch, or a few heartbeats from a runner that did not ask: whichever comes first
+                await eventually(lambda: info["postee-runner-1"].config_fetches > fetches
+                                 or info["postee-runner-1"].heartbeats >= beats + 4, timeout=60)
+                assert info["postee-runner-1"].config_fetches > fetches, "the runner stayed on its old slice"
+                await eventually(lambda: "renamed-runner-route" in runner.node.pipeline.routes, timeout=60)
+                await eventually(lambda: {e["name"]: e for e in json.loads(controller.registry.runners_json())}
+                                 ["postee-runner-1"]["config_current"] is True, timeout=30)
+                assert proxy.connections >= 2  # it did reconnect through the proxy
+                runner.request_stop()
+                with trio.fail_after(30):
+                    await runner.node.stopped.wait()
+        nursery.cancel_scope.cancel()
+
+
+SECRETS_CFG = """
+routes:
+  - name: findings
+    input: contains(input.SigMetadata.ID, "TRC-")
+    actions: [with-secret, plain-runner-hook, central]
+    template: raw-json
+templates:
+  - name: raw-json
+    rego-package: postee.rawmessage.json
+actions:
+  - name: with-secret
+    type: http
+    enable: true
+    runs-on: runner-1
+    url: $RUNNER_HOOK_URL
+    headers:
+      Authorization: ["$RUNNER_TOKEN"]
+  - name: plain-runner-hook
+    type: http
+    enable: true
+    runs-on: runner-1
+    url: SINK/plain
+    body-content: "plain event.input.n"
+  - name: central
+    type: http
+    enable: true
+    url: SINK/central
+    body-content: "central event.input.n"
+"""
+
+
+def start_runner_process(tmp_path: Path, url: str, name: str, port: int, extra_env: dict[str, str]) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTEE_", "AQUAALERT_", "RUNNER_"))}
+    env |= {"PATH_TO_DB": str(tmp_path / f"{name}-proc" / "webhooks.db"), **extra_env}
+    log = (tmp_path / f"{name}.log").open("w")
+    args = [sys.executable, "-m", "postee", f"--controller-url={url}", f"--runner-name={name}",
+            f"--url=127.0.0.1:{port}", "--tls=off"]
+    return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_process(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(timeout=10)
+
+
+async def test_secrets_stay_on_their_runner_and_runner_problems_show_on_the_controller(tmp_path):
+    """Over a real nats-server, runners as real processes: the controller starts without the runner's
+    secrets; a runner missing one disables that action only; a runner named in no `runs-on` says so;
+    a rejected reload leaves the slices alone."""
+    link = LinkOptions(url=f"nats://127.0.0.1:{free_port()}")
+    async with open_http_sink() as sink:
+        cfg = SECRETS_CFG.replace("SINK", sink.url)
+        # the controller's environment (node_options: PATH only) has no RUNNER_* variable
+        async with controller_node(tmp_path, cfg, link) as (controller, c_client):
+            runner_port = free_port()
+            runner = start_runner_process(tmp_path, link.url, "runner-1", runner_port,
+                                          {"RUNNER_HOOK_URL": f"{sink.url}/secret"})  # no RUNNER_TOKEN
+            typo = start_runner_process(tmp_path, link.url, "runner-typo", free_port(), {})
+            try:
+                await eventually(lambda: {"runner-1", "runner-typo"} <= {
+                    name for name, info in controller.registry.runners.items() if info.heartbeats}, timeout=60)
+                entries = {e["name"]: e for e in (await c_client.get("/runners")).json()}
+                assert entries["runner-1"]["actions"] == 1 and entries["runner-1"]["config_current"] is True
+                (problem,) = entries["runner-1"]["problems"]
+                assert "'with-secret' disabled" in problem and "RUNNER_TOKEN" in problem
+                assert entries["runner-typo"]["actions"] == 0
+                (problem,) = entries["runner-typo"]["problems"]
+                assert "runs-on: runner-typo" in problem
+
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runner_port}", timeout=10) as r_client:
+                    answer = await r_client.post("/", content=json.dumps({"SigMetadata": {"ID": "TRC-1"}, "n": 7}))
+                    assert answer.status_code == 200
+                requests = await sink.wait_for(2, timeout=30)
+                assert sorted(r.path for r in requests) == ["/central", "/plain"]
+
+                async with open_nats_transport(link.url, name="probe") as probe:
+                    before = await probe.request(CONFIG_SUBJECT, b"runner-1", timeout=10)
+                    broken_rule = 'input: "not rego((("'  # the new pipeline cannot be built: 422
+                    (tmp_path / "controller.yaml").write_text(cfg.replace("- name: findings", "- name: renamed")
+                                                              .replace('input: contains(input.SigMetadata.ID, "TRC-")',
+                                                                       broken_rule))
+                    assert (await c_client.get("/reload", params={"key": controller.node.api_key()})).status_code == 422
+                    after = await probe.request(CONFIG_SUBJECT, b"runner-1", timeout=10)
+                assert after.data == before.data
+            finally:
+                codes = await trio.to_thread.run_sync(lambda: (stop_process(runner), stop_process(typo)))
+        assert codes == (0, 0)
+        runner_log = (tmp_path / "runner-1.log").read_text()
+        assert len([line for line in runner_log.splitlines() if "RUNNER_TOKEN" in line]) == 1, runner_log[-3000:]
+        typo_log = (tmp_path / "runner-typo.log").read_text()
+        assert len([line for line in typo_log.splitlines() if "runs-on: runner-typo" in line]) == 1, typo_log[-3000:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,14 +37,13 @@ def node_options(tmp_path: Path, name: str, cfgfile: str = "", **extra) -> NodeO
 
 
 @asynccontextmanager
-async def running_controller(tmp_path: Path, cfg_text: str, transport: Transport, *, heartbeat_interval: float = 5.0
+async def running_controller(tmp_path: Path, cfg_text: str, transport: Transport, *, heartbeat_interval: float = 5.0,
+                             environ: dict[str, str] | None = None,
                              ) -> AsyncIterator[tuple[Controller, httpx.AsyncClient]]:
     cfg = tmp_path / "controller.yaml"
     cfg.write_text(cfg_text)
-    controller = Controller(
-        ControllerOptions(node_options(tmp_path, "controller", str(cfg)), heartbeat_interval=heartbeat_interval),
-        transport,
-    )
+    options = node_options(tmp_path, "controller", str(cfg), environ=environ or {})
+    controller = Controller(ControllerOptions(options, heartbeat_interval=heartbeat_interval), transport)
     async with trio.open_nursery() as nursery:
         await nursery.start(controller.run)
         async with httpx.AsyncClient(base_url=controller.node.urls[0], timeout=10) as client:
@@ -56,9 +56,11 @@ async def running_controller(tmp_path: Path, cfg_text: str, transport: Transport
 
 @asynccontextmanager
 async def running_runner(tmp_path: Path, name: str, transport: Transport, *, heartbeat_interval: float = 5.0,
-                         task_status_timeout: float = 60) -> AsyncIterator[tuple[Runner, httpx.AsyncClient]]:
-    runner = Runner(RunnerOptions(name, node_options(tmp_path, name), heartbeat_interval=heartbeat_interval,
-                                  backoff=FAST_BACKOFF), transport)
+                         task_status_timeout: float = 60, environ: dict[str, str] | None = None,
+                         ) -> AsyncIterator[tuple[Runner, httpx.AsyncClient]]:
+    options = node_options(tmp_path, name, environ=environ or {})
+    runner = Runner(RunnerOptions(name, options, heartbeat_interval=heartbeat_interval, backoff=FAST_BACKOFF),
+                    transport)
     async with trio.open_nursery() as nursery:
         with trio.fail_after(task_status_timeout):
             await nursery.start(runner.run)
@@ -86,3 +88,34 @@ def acknowledged(runner: Runner, events: int, executions: int) -> bool:
         and upstream.executions_reported >= executions
         and upstream.sent == upstream.events_reported + upstream.executions_reported
     )
+
+
+def central_config(sink_url: str, *, serialize: bool = False) -> str:
+    """Every event goes to one controller-side HTTP action posting its number: what reaches the sink
+    reached the controller (in arrival order when `serialize`)."""
+    return f"""
+routes:
+  - name: central
+    serialize-actions: {"true" if serialize else "false"}
+    actions: [central-hook]
+    template: raw-json
+templates:
+  - name: raw-json
+    rego-package: postee.rawmessage.json
+actions:
+  - name: central-hook
+    type: http
+    enable: true
+    url: {sink_url}/central
+    body-content: "n=event.input.n"
+"""
+
+
+def numbered(n: int) -> bytes:
+    """A small event carrying its number `n`."""
+    return json.dumps({"image": "alpine", "n": n}).encode()
+
+
+def received_numbers(sink) -> list[int]:
+    """The numbers a sink fed by `central_config` received, in arrival order."""
+    return [int(r.body.decode().strip().removeprefix("n=")) for r in sink.requests]

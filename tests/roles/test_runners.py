@@ -35,3 +35,24 @@ async def test_executions_are_kept_and_counted(autojump_clock):
     info = registry.runners["a"]
     assert (info.executions, info.failed_executions) == (3, 1)
     assert [e["event_id"] for e in json.loads(registry.executions_json())] == ["0", "1", "2"]
+
+
+async def test_a_runner_behind_is_told_at_most_once_per_heartbeat(autojump_clock):
+    current = {"a": "v2", "b": "v1"}
+    registry = RunnerRegistry(trio.current_time, lambda: 0.0, heartbeat_interval=5, current_version=current.get)
+    told = []
+    for second in range(0, 20):  # a runner beating every second, five times too fast
+        for name in ("a", "b"):
+            registry.heartbeat(Heartbeat(runner=name, sent_at=second, config_version="v1", actions=1,
+                                         problems=["p"] if name == "a" else []))
+            if registry.should_tell(name):
+                told.append((name, second))
+        await trio.sleep(1)
+    assert told == [("a", 0), ("a", 3), ("a", 6), ("a", 9), ("a", 12), ("a", 15), ("a", 18)]  # b is current
+    entries = {e["name"]: e for e in json.loads(registry.runners_json())}
+    assert entries["a"]["config_current"] is False and entries["b"]["config_current"] is True
+    assert entries["a"]["problems"] == ["p"] and entries["b"]["problems"] == [] and entries["a"]["actions"] == 1
+    assert "last_told" not in entries["a"]
+    registry.heartbeat(Heartbeat(runner="a", sent_at=21, config_version="v2"))
+    assert not registry.should_tell("a")
+    assert json.loads(registry.runners_json())[0]["config_current"] is True

@@ -16,11 +16,16 @@ PROTOCOL_CALLS = sorted(name for name, value in vars(Store).items() if inspect.i
 def test_the_protocol_lists_the_calls_of_the_pipeline_and_the_roles() -> None:
     assert PROTOCOL_CALLS == sorted(
         [
+            "aggregation_delivered",
             "aggregation_push",
+            "aggregation_release",
             "aggregation_take",
             "api_key",
             "dedup_seen",
             "forget_processed",
+            "intake_add",
+            "intake_progress",
+            "intake_unfinished",
             "mark_processed",
             "outbox_ack",
             "outbox_add",
