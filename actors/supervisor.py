@@ -217,6 +217,10 @@ class Supervisor:
         self.begin_stop(trio.current_time() + grace)
         await self._finished.wait()
 
+    async def wait_finished(self) -> None:
+        """Wait until `run` has returned (stopped, gave up or cancelled), without asking for a stop."""
+        await self._finished.wait()
+
     # -- internals -----------------------------------------------------------------------------
     def _make_child(self, child: Startable | ChildTarget, name: str | None) -> _Child:
         run = getattr(child, "run", None)

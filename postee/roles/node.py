@@ -23,6 +23,7 @@ SIGKILL, a grace deadline that ran out) go through the pipeline again.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import signal
 import time
@@ -46,6 +47,7 @@ from postee.rego.library import TemplateLibrary
 from postee.rego.pool import RegoPool, open_rego_pool
 from postee.store import OutboxMessage, SqliteStore, StoreError
 from postee.store.maintenance import serve_checkpoints, serve_maintenance
+from postee.store.owner import own_store
 from postee.store.sqlite import open_store
 from postee.supervision import DEFAULT_STOP_GRACE
 from postee.web.app import DEFAULT_MAX_BODY, PosteeApp
@@ -154,33 +156,39 @@ class Node:
             opts = self.options
             self.config = await self._load()
             try:
-                async with open_store(opts.db_path) as store, open_rego_pool(
-                    opts.rego_engine, workers=opts.rego_workers, isolation=opts.rego_isolation  # type: ignore[arg-type]
-                ) as pool:
-                    self.store, self.pool = store, pool
-                    self.ledger = Ledger(store, durable=opts.durable)
-                    self._api_key = await self._init_api_key(store)
-                    self.library = await trio.to_thread.run_sync(TemplateLibrary.load, opts.rego_templates)
-                    self.pipeline = await self._build(self.config)
-                    async with trio.open_nursery() as nursery:
-                        self._nursery = nursery
-                        await nursery.start(self.pipeline.supervisor.run)
-                        self.metrics.watch_mailboxes(self._mailboxes)
-                        nursery.start_soon(self._maintenance_loop)
-                        nursery.start_soon(self.ledger.serve)
-                        nursery.start_soon(serve_checkpoints, store)
-                        if opts.handle_signals:
-                            nursery.start_soon(self._signal_loop)
-                        await self._replay()
-                        await self._serve_web(task_status)
-                        log.info("stopping: draining the pipeline", grace=opts.stop_grace)
-                        await drain(self.pipeline, grace=opts.stop_grace)
-                        await self.ledger.final_flush()
-                        nursery.cancel_scope.cancel()
+                with own_store(opts.db_path):  # one node per store: see postee.store.owner
+                    await self._run_on_store(task_status)
             finally:
                 self.metrics.ready.set(0)
                 self.stopped.set()
                 log.info("stopped")
+
+    async def _run_on_store(self, task_status: trio.TaskStatus[Node]) -> None:
+        """Open the store and the Rego pool, run the pipeline and the listeners until stopped."""
+        opts = self.options
+        async with open_store(opts.db_path) as store, open_rego_pool(
+            opts.rego_engine, workers=opts.rego_workers, isolation=opts.rego_isolation  # type: ignore[arg-type]
+        ) as pool:
+            self.store, self.pool = store, pool
+            self.ledger = Ledger(store, durable=opts.durable)
+            self._api_key = await self._init_api_key(store)
+            self.library = await trio.to_thread.run_sync(TemplateLibrary.load, opts.rego_templates)
+            self.pipeline = await self._build(self.config)
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self.pipeline.supervisor.run)
+                self.metrics.watch_mailboxes(self._mailboxes)
+                nursery.start_soon(self._maintenance_loop)
+                nursery.start_soon(self.ledger.serve)
+                nursery.start_soon(serve_checkpoints, store)
+                if opts.handle_signals:
+                    nursery.start_soon(self._signal_loop)
+                await self._replay()
+                await self._serve_web(task_status)
+                log.info("stopping: draining the pipeline", grace=opts.stop_grace)
+                await drain(self.pipeline, grace=opts.stop_grace)
+                await self.ledger.final_flush()
+                nursery.cancel_scope.cancel()
 
     async def _serve_web(self, task_status: trio.TaskStatus[Node]) -> None:
         """Run the listeners until a stop is requested; returns once they stopped accepting."""
@@ -255,12 +263,21 @@ class Node:
             old, self.pipeline, self.config = self.pipeline, pipeline, config
             if self._maintenance_scope is not None:
                 self._maintenance_scope.cancel()  # picks up the new interval and size limit
-            self._nursery.start_soon(functools.partial(drain, old, grace=self.options.stop_grace))
+            self._nursery.start_soon(self._drain_replaced, old)
             self.metrics.config_reloads.labels("ok").inc()
             log.info("configuration reloaded", routes=len(config.routes), actions=len(config.actions))
             if self.on_reloaded is not None:
                 await self.on_reloaded(config)
             return True, "configuration reloaded"
+
+    async def _drain_replaced(self, old: Pipeline) -> None:
+        """Let a replaced pipeline finish every event it holds: they were answered 200.
+
+        No deadline but the node's stop (each action's work is bounded by its own timeouts and
+        retries). Not shielded: a stopping node cuts it after its own drain, and what is left is
+        still recorded, for the replay at the next start.
+        """
+        await old.supervisor.stop(math.inf)
 
     async def _signal_loop(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
