@@ -131,7 +131,7 @@ class Controller:
                 log.warning("config", problem=str(problem))
         if any(p.severity is Severity.ERROR for p in problems):
             raise ConfigError(path, problems)
-        self._pending = RawConfig.of(data)
+        self._pending = await trio.to_thread.run_sync(RawConfig.of, data)  # a YAML dump: off the event loop
         if self.running is None:
             # The first load: nothing serves slices before the node runs it (the bus side starts after).
             self._promote()

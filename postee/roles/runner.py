@@ -163,8 +163,7 @@ class Runner:
     async def _config_notice(self, told: str | None) -> None:
         """The slice may have changed (`told`: the controller says it is this version): fetch, then
         reload only when it differs from the running one and was not rejected already."""
-        assert self.current is not None
-        if told is not None and (told == self.current.version or (self.rejected and told == self.rejected[0])):
+        if told is not None and self._settled(told):
             return
         answer = None
         with trio.move_on_after(RELOAD_FETCH_TIMEOUT):
@@ -178,7 +177,7 @@ class Runner:
                         timeout=RELOAD_FETCH_TIMEOUT)
             return
         text, version = answer
-        if version == self.current.version or (self.rejected and version == self.rejected[0]):
+        if self._settled(version):
             return
         try:
             self._next = await read_slice(text, version, self.name, self.options.node.environ)
@@ -188,6 +187,11 @@ class Runner:
         ok, message = await self._node().reload()
         if not ok:
             self._reject(version, message)
+
+    def _settled(self, version: str) -> bool:
+        """`version` runs already, or was rejected already: nothing to fetch or reload."""
+        assert self.current is not None
+        return version == self.current.version or (self.rejected is not None and version == self.rejected[0])
 
     def _reject(self, version: str, reason: str) -> None:
         log.error("new configuration from the controller rejected; the running one stays", version=version,

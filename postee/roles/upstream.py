@@ -199,12 +199,6 @@ class Upstream:
         self.events_reported += 1
         self._wake.set()
 
-    async def report_event(self, event: Event) -> None:
-        """Keep the event in the outbox until the controller acknowledges it."""
-        message = self.event_message(event)
-        await self.store.outbox_add(message.subject, message.payload, message.headers)
-        await self.event_reported(event)
-
     async def report_execution(self, execution: Execution) -> None:
         report = ExecutionReport(
             runner=self.runner,

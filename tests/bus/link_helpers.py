@@ -49,25 +49,26 @@ def free_port() -> int:
 
 @asynccontextmanager
 async def controller_node(tmp_path: Path, link: LinkOptions, cfg_text: str = MIXED_CFG
-                          ) -> AsyncIterator[Controller]:
+                          ) -> AsyncIterator[tuple[Controller, httpx.AsyncClient]]:
     cfg = tmp_path / "controller.yaml"
     cfg.write_text(cfg_text)
     async with trio.open_nursery() as nursery:
         with trio.fail_after(60):
             controller = await nursery.start(run_controller, node_options(tmp_path, "controller", str(cfg)), link)
-        try:
-            yield controller
-        finally:
-            controller.request_stop()
-            with trio.fail_after(30):
-                await controller.node.stopped.wait()
+        async with httpx.AsyncClient(base_url=controller.node.urls[0], timeout=10) as client:
+            try:
+                yield controller, client
+            finally:
+                controller.request_stop()
+                with trio.fail_after(30):
+                    await controller.node.stopped.wait()
 
 
 @asynccontextmanager
 async def runner_node(tmp_path: Path, link: LinkOptions, name: str = "test-runner-1"
                       ) -> AsyncIterator[tuple[Runner, httpx.AsyncClient]]:
     async with trio.open_nursery() as nursery:
-        with trio.fail_after(60):
+        with trio.fail_after(120):
             runner = await nursery.start(partial(run_runner, node_options(tmp_path, name), link, name,
                                                  backoff=FAST_BACKOFF))
         async with httpx.AsyncClient(base_url=runner.node.urls[0], timeout=10) as client:

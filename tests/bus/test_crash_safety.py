@@ -31,6 +31,7 @@ import trio
 from postee.bus.server import NatsServer, NatsServerConfigError, NatsServerOptions, find_nats_server
 from postee.bus.server_pidfile import claim_pid_file
 from tests.bus.link_helpers import free_port
+from tests.daemon.helpers import wait_until_ready
 from tests.helpers.http_sink import open_http_sink
 from tests.roles.test_memory_bus import tracee
 
@@ -261,15 +262,7 @@ class Postee:
         return self.log.read_text(errors="replace")[-3000:]
 
     async def ready(self, client: httpx.AsyncClient, url: str) -> None:
-        with trio.fail_after(90):
-            while True:
-                assert self.process.poll() is None, self.tail()
-                try:
-                    if (await client.get(f"{url}/readyz")).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                await trio.sleep(0.1)
+        await wait_until_ready(self.process, client, url, timeout=90, log=self.tail)
 
     async def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)

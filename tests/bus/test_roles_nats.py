@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 
 import httpx
@@ -19,11 +16,12 @@ import yaml
 
 from postee.bus.nats_transport import open_nats_transport
 from postee.bus.protocol import CONFIG_SUBJECT
-from postee.roles.launch import LinkOptions, run_controller, run_runner
+from postee.roles.launch import LinkOptions
 from postee.roles.runner import Runner, RunnerOptions
+from tests.bus.link_helpers import controller_node, free_port, runner_node
 from tests.daemon.helpers import pipeline_settled
 from tests.helpers.http_sink import open_http_sink
-from tests.roles.helpers import FAST_BACKOFF, acknowledged, eventually, node_options
+from tests.roles.helpers import FAST_BACKOFF, acknowledged, eventually, node_options, secrets_config
 from tests.roles.tcp_proxy import TcpProxy
 from tests.roles.test_memory_bus import seed_config, tracee
 
@@ -56,12 +54,6 @@ actions:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def security(kind: str, tls_material, nkey_seed_file) -> tuple[LinkOptions, LinkOptions]:
     """(controller link, runner link) for 'plain', 'tls' or 'tls+seed' on a free port."""
     url = f"nats://127.0.0.1:{free_port()}"
@@ -76,42 +68,11 @@ def security(kind: str, tls_material, nkey_seed_file) -> tuple[LinkOptions, Link
     return controller, runner
 
 
-@asynccontextmanager
-async def controller_node(tmp_path: Path, cfg_text: str, link: LinkOptions):
-    cfg = tmp_path / "controller.yaml"
-    cfg.write_text(cfg_text)
-    async with trio.open_nursery() as nursery:
-        with trio.fail_after(60):
-            controller = await nursery.start(run_controller, node_options(tmp_path, "controller", str(cfg)), link)
-        async with httpx.AsyncClient(base_url=controller.node.urls[0], timeout=10) as client:
-            try:
-                yield controller, client
-            finally:
-                controller.request_stop()
-                with trio.fail_after(30):
-                    await controller.node.stopped.wait()
-
-
-@asynccontextmanager
-async def runner_node(tmp_path: Path, name: str, link: LinkOptions):
-    async with trio.open_nursery() as nursery:
-        with trio.fail_after(120):
-            runner = await nursery.start(partial(run_runner, node_options(tmp_path, name), link, name,
-                                                 backoff=FAST_BACKOFF))
-        async with httpx.AsyncClient(base_url=runner.node.urls[0], timeout=10) as client:
-            try:
-                yield runner, client
-            finally:
-                runner.request_stop()
-                with trio.fail_after(30):
-                    await runner.node.stopped.wait()
-
-
 @pytest.mark.parametrize("kind", ["plain", "tls", "tls+seed"])
 async def test_runner_gets_exactly_its_slice(tmp_path, tls_material, nkey_seed_file, kind):
     controller_link, runner_link = security(kind, tls_material, nkey_seed_file)
-    async with controller_node(tmp_path, INTEGRATION_CFG.replace("SLACK_URL", "http://127.0.0.1:9/"),
-                               controller_link) as (controller, _):
+    async with controller_node(tmp_path, controller_link,
+                               INTEGRATION_CFG.replace("SLACK_URL", "http://127.0.0.1:9/")) as (controller, _):
         assert set(controller.node.pipeline.actions) == {"stdout", "send-slack-message"}  # never terminate-pod
         async with open_nats_transport(
             runner_link.url, name="probe", tls_ca=runner_link.ca_root, tls_cert=runner_link.tls_cert,
@@ -124,7 +85,7 @@ async def test_runner_gets_exactly_its_slice(tmp_path, tls_material, nkey_seed_f
                                      "actions": ["terminate-pod"], "template": "raw-json"}]
         assert [a["name"] for a in sliced["actions"]] == ["terminate-pod"]
         assert [t["name"] for t in sliced["templates"]] == ["raw-json"]
-        async with runner_node(tmp_path, "test-runner-1", runner_link) as (runner, _):
+        async with runner_node(tmp_path, runner_link, "test-runner-1") as (runner, _):
             assert set(runner.node.pipeline.actions) == {"terminate-pod"}
 
 
@@ -152,8 +113,8 @@ async def test_refused_runner_exits_with_a_clear_message(tmp_path, tls_material,
         runner_link = LinkOptions(url=runner_link.url, ca_root=runner_link.ca_root,
                                   tls_cert=str(tls_material.untrusted_client_cert),
                                   tls_key=str(tls_material.untrusted_client_key), seed_file=runner_link.seed_file)
-    async with controller_node(tmp_path, INTEGRATION_CFG.replace("SLACK_URL", "http://127.0.0.1:9/"),
-                               controller_link) as (controller, client):
+    async with controller_node(tmp_path, controller_link,
+                               INTEGRATION_CFG.replace("SLACK_URL", "http://127.0.0.1:9/")) as (controller, client):
         result = await trio.to_thread.run_sync(runner_process, tmp_path, runner_link)
         assert result.returncode == 1, result.stderr[-2000:]
         assert "refused this runner" in result.stderr
@@ -168,7 +129,7 @@ async def test_controller_down_events_kept_then_delivered_once(tmp_path):
     async with open_http_sink() as controller_sink, open_http_sink() as runner_sink:
         cfg = seed_config(controller_sink.url, runner_sink.url)
         async with trio.open_nursery() as outer:
-            async with controller_node(tmp_path, cfg, link):
+            async with controller_node(tmp_path, link, cfg):
                 outer_runner = await outer.start(_run_runner_until_cancelled, tmp_path, link)
                 runner, r_client = outer_runner
             # the controller (and its nats-server) is gone now
@@ -176,7 +137,7 @@ async def test_controller_down_events_kept_then_delivered_once(tmp_path):
                 assert (await r_client.post("/", content=tracee("TRC-2", n))).status_code == 200
             await eventually(lambda: len(runner_sink.requests) == 200, timeout=120)
             assert controller_sink.requests == []
-            async with controller_node(tmp_path, cfg, link) as (controller, c_client):
+            async with controller_node(tmp_path, link, cfg) as (controller, c_client):
                 await eventually(lambda: len(controller_sink.requests) == 200, timeout=180)
                 await eventually(lambda: controller.registry.runners.get("postee-runner-1") is not None
                                  and controller.registry.runners["postee-runner-1"].executions == 400, timeout=180)
@@ -192,7 +153,7 @@ async def test_controller_down_events_kept_then_delivered_once(tmp_path):
 
 
 async def _run_runner_until_cancelled(tmp_path, link, *, task_status=trio.TASK_STATUS_IGNORED):
-    async with runner_node(tmp_path, "postee-runner-1", link) as (runner, client):
+    async with runner_node(tmp_path, link, "postee-runner-1") as (runner, client):
         task_status.started((runner, client))
         await trio.sleep_forever()
 
@@ -202,8 +163,8 @@ async def test_killed_nats_server_is_restarted_and_nothing_is_lost(tmp_path):
     link = LinkOptions(url=f"nats://127.0.0.1:{port}")
     async with open_http_sink() as controller_sink, open_http_sink() as runner_sink:
         cfg = seed_config(controller_sink.url, runner_sink.url)
-        async with controller_node(tmp_path, cfg, link) as (controller, c_client), \
-                runner_node(tmp_path, "postee-runner-1", link) as (runner, r_client):
+        async with controller_node(tmp_path, link, cfg) as (controller, c_client), \
+                runner_node(tmp_path, link, "postee-runner-1") as (runner, r_client):
             for n in range(10):
                 await r_client.post("/", content=tracee("TRC-2", n))
             await eventually(lambda: len(controller_sink.requests) == 10, timeout=60)
@@ -223,23 +184,31 @@ async def test_killed_nats_server_is_restarted_and_nothing_is_lost(tmp_path):
 
 
 async def test_runner_started_before_the_controller_connects_once_it_is_up(tmp_path):
-    link = LinkOptions(url=f"nats://127.0.0.1:{free_port()}")
+    port = free_port()
+    link = LinkOptions(url=f"nats://127.0.0.1:{port}")
     cfg = INTEGRATION_CFG.replace("SLACK_URL", "http://127.0.0.1:9/")
-    async with trio.open_nursery() as nursery:
-        ready = trio.Event()
+    async with trio.open_nursery() as outer:
+        # the runner goes through a cut proxy: each attempt is closed at once until the controller is up
+        proxy = await outer.start(TcpProxy(port).run)
+        proxy.cut()
+        async with trio.open_nursery() as nursery:
+            ready = trio.Event()
 
-        async def runner_side():
-            async with runner_node(tmp_path, "test-runner-1", link) as (runner, client):
-                assert set(runner.node.pipeline.actions) == {"terminate-pod"}
-                assert (await client.get("/readyz")).json()["checks"]["controller_link"] is True
-                ready.set()
+            async def runner_side():
+                async with runner_node(tmp_path, LinkOptions(url=proxy.url), "test-runner-1") as (runner, client):
+                    assert set(runner.node.pipeline.actions) == {"terminate-pod"}
+                    assert (await client.get("/readyz")).json()["checks"]["controller_link"] is True
+                    ready.set()
 
-        nursery.start_soon(runner_side)
-        await trio.sleep(1.5)  # nothing listens yet: the runner retries its connection
-        assert not ready.is_set()
-        async with controller_node(tmp_path, cfg, link):
-            with trio.fail_after(90):
-                await ready.wait()
+            nursery.start_soon(runner_side)
+            await eventually(lambda: proxy.attempts >= 2, timeout=60)  # the runner tried, and tried again
+            assert not ready.is_set()
+            async with controller_node(tmp_path, link, cfg):
+                proxy.restore()
+                with trio.fail_after(90):
+                    await ready.wait()
+                proxy.cut()  # before the server goes: the proxy would have nothing to forward to
+        outer.cancel_scope.cancel()
 
 
 def test_controller_and_runner_modes_exclude_each_other(tmp_path):
@@ -254,7 +223,7 @@ async def test_a_runner_cut_off_while_the_controller_reloads_converges_after_rec
     broadcast, and must still end up running its new slice once the link is back."""
     port = free_port()
     cfg = seed_config("http://127.0.0.1:9", "http://127.0.0.1:9")
-    async with controller_node(tmp_path, cfg, LinkOptions(url=f"nats://127.0.0.1:{port}")) as (
+    async with controller_node(tmp_path, LinkOptions(url=f"nats://127.0.0.1:{port}"), cfg) as (
         controller, c_client
     ), trio.open_nursery() as nursery:
         proxy = await nursery.start(TcpProxy(port).run)
@@ -293,37 +262,6 @@ async def test_a_runner_cut_off_while_the_controller_reloads_converges_after_rec
         nursery.cancel_scope.cancel()
 
 
-SECRETS_CFG = """
-routes:
-  - name: findings
-    input: contains(input.SigMetadata.ID, "TRC-")
-    actions: [with-secret, plain-runner-hook, central]
-    template: raw-json
-templates:
-  - name: raw-json
-    rego-package: postee.rawmessage.json
-actions:
-  - name: with-secret
-    type: http
-    enable: true
-    runs-on: runner-1
-    url: $RUNNER_HOOK_URL
-    headers:
-      Authorization: ["$RUNNER_TOKEN"]
-  - name: plain-runner-hook
-    type: http
-    enable: true
-    runs-on: runner-1
-    url: SINK/plain
-    body-content: "plain event.input.n"
-  - name: central
-    type: http
-    enable: true
-    url: SINK/central
-    body-content: "central event.input.n"
-"""
-
-
 def start_runner_process(tmp_path: Path, url: str, name: str, port: int, extra_env: dict[str, str]) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTEE_", "AQUAALERT_", "RUNNER_"))}
     env |= {"PATH_TO_DB": str(tmp_path / f"{name}-proc" / "webhooks.db"), **extra_env}
@@ -348,9 +286,9 @@ async def test_secrets_stay_on_their_runner_and_runner_problems_show_on_the_cont
     a rejected reload leaves the slices alone."""
     link = LinkOptions(url=f"nats://127.0.0.1:{free_port()}")
     async with open_http_sink() as sink:
-        cfg = SECRETS_CFG.replace("SINK", sink.url)
+        cfg = secrets_config(sink.url)
         # the controller's environment (node_options: PATH only) has no RUNNER_* variable
-        async with controller_node(tmp_path, cfg, link) as (controller, c_client):
+        async with controller_node(tmp_path, link, cfg) as (controller, c_client):
             runner_port = free_port()
             runner = start_runner_process(tmp_path, link.url, "runner-1", runner_port,
                                           {"RUNNER_HOOK_URL": f"{sink.url}/secret"})  # no RUNNER_TOKEN

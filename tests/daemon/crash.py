@@ -21,6 +21,8 @@ import attrs
 import httpx
 import trio
 
+from tests.daemon.helpers import wait_until_ready
+
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 
@@ -95,15 +97,8 @@ class Node:
 
     async def wait_ready(self, client: httpx.AsyncClient) -> None:
         assert self.process is not None
-        with trio.fail_after(READY_TIMEOUT):
-            while True:
-                assert self.process.poll() is None, f"{self.name} exited:\n{self.log()}"
-                try:
-                    if (await client.get(f"{self.url}/readyz")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await trio.sleep(0.1)
+        await wait_until_ready(self.process, client, self.url, timeout=READY_TIMEOUT,
+                               log=lambda: f"{self.name}:\n{self.log()}")
 
     async def kill(self) -> None:
         """SIGKILL the node's whole process group (the node and its workers) and reap the node."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,20 @@ actions:
     enable: true
     url: {url}
 """
+
+
+async def wait_until_ready(process: subprocess.Popen, client: httpx.AsyncClient, url: str, *, timeout: float,
+                           log: Callable[[], str]) -> None:
+    """Poll `url`/readyz until it answers 200; fail at once (showing `log()`) if `process` exits first."""
+    with trio.fail_after(timeout):
+        while True:
+            assert process.poll() is None, f"exited with {process.returncode}:\n{log()}"
+            try:
+                if (await client.get(f"{url}/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await trio.sleep(0.1)
 
 
 def pipeline_settled(node: Node, events: int) -> bool:

@@ -16,6 +16,7 @@ import httpx
 import trio
 
 from tests.daemon.crash import (
+    KeptState,
     Node,
     check_runs,
     free_port,
@@ -47,6 +48,18 @@ async def load_then_kill(client: httpx.AsyncClient, node: Node, sink, accepted: 
         nursery.cancel_scope.cancel()
 
 
+async def kill_under_load_and_restart(client: httpx.AsyncClient, node: Node, sink) -> tuple[list[int], KeptState]:
+    """SIGKILL `node` under load (`load_then_kill`, on action b), read what its store kept, start it again.
+
+    Returns the events it had accepted and the store's state right after the kill."""
+    accepted: list[int] = []
+    await load_then_kill(client, node, sink, accepted, action="b")
+    kept = await trio.to_thread.run_sync(kept_state, node.db)
+    node.start()
+    await node.wait_ready(client)
+    return accepted, kept
+
+
 async def wait_for_sentinel(sink, *actions: str) -> None:
     with trio.fail_after(120):
         while not all(any(r.path == f"/{a}" and r.text == f"n={SENTINEL}" for r in sink.requests) for a in actions):
@@ -60,12 +73,7 @@ async def test_standalone_sigkill_loses_no_accepted_event(tmp_path):
         node.start()
         try:
             await node.wait_ready(client)
-            accepted: list[int] = []
-            await load_then_kill(client, node, sink, accepted, action="b")
-            kept = await trio.to_thread.run_sync(kept_state, node.db)
-
-            node.start()
-            await node.wait_ready(client)
+            accepted, kept = await kill_under_load_and_restart(client, node, sink)
             assert (await client.post(f"{node.url}/", content=json.dumps({"n": SENTINEL}).encode())).status_code == 200
             await wait_for_sentinel(sink, "a", "b")
             assert await node.stop() == 0, node.log()
@@ -96,12 +104,7 @@ async def test_runner_sigkill_loses_no_accepted_event_and_reports_each_once(tmp_
             await controller.wait_ready(client)
             runner.start()
             await runner.wait_ready(client)
-            accepted: list[int] = []
-            await load_then_kill(client, runner, sink, accepted, action="b")
-            kept = await trio.to_thread.run_sync(kept_state, runner.db)
-
-            runner.start()
-            await runner.wait_ready(client)
+            accepted, kept = await kill_under_load_and_restart(client, runner, sink)
             sentinel = json.dumps({"n": SENTINEL}).encode()
             assert (await client.post(f"{runner.url}/", content=sentinel)).status_code == 200
             await wait_for_sentinel(sink, "a", "b", "c")

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
 
-from actors.transport import Transport
+from actors.transport import Message, Subscription, Transport
 from postee.roles.controller import Controller, ControllerOptions
 from postee.roles.node import NodeOptions
 from postee.roles.runner import Runner, RunnerOptions
@@ -119,3 +120,78 @@ def numbered(n: int) -> bytes:
 def received_numbers(sink) -> list[int]:
     """The numbers a sink fed by `central_config` received, in arrival order."""
     return [int(r.body.decode().strip().removeprefix("n=")) for r in sink.requests]
+
+
+def secrets_config(sink_url: str) -> str:
+    """Two actions on runner-1, one of them with secrets only runner-1 has; one action on the controller."""
+    return f"""
+routes:
+  - name: findings
+    input: contains(input.SigMetadata.ID, "TRC-")
+    actions: [with-secret, plain-runner-hook, central]
+    template: raw-json
+templates:
+  - name: raw-json
+    rego-package: postee.rawmessage.json
+actions:
+  - name: with-secret
+    type: http
+    enable: true
+    runs-on: runner-1
+    url: $RUNNER_HOOK_URL
+    headers:
+      Authorization: ["$RUNNER_TOKEN"]
+    body-content: "secret event.input.n"
+  - name: plain-runner-hook
+    type: http
+    enable: true
+    runs-on: runner-1
+    url: {sink_url}/plain
+    body-content: "plain event.input.n"
+  - name: central
+    type: http
+    enable: true
+    url: {sink_url}/central
+    body-content: "central event.input.n"
+"""
+
+
+class DelegatingTransport:
+    """A `Transport` that forwards everything to `inner`: the base of the tests' fault-injecting transports,
+    which override only the calls they tamper with."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def publish(self, subject: str, data: bytes, *, headers: Mapping[str, str] | None = None) -> None:
+        await self.inner.publish(subject, data, headers=headers)
+
+    async def request(self, subject: str, data: bytes, **options: Any) -> Message:
+        return await self.inner.request(subject, data, **options)
+
+    async def respond(self, message: Message, data: bytes, *, headers: Mapping[str, str] | None = None) -> None:
+        await self.inner.respond(message, data, headers=headers)
+
+    @asynccontextmanager
+    async def subscribe(self, subject: str, **options: Any) -> AsyncIterator[Subscription]:
+        async with self.inner.subscribe(subject, **options) as subscription:
+            yield subscription
+
+
+#: A one-route config whose only action writes to stdout.
+STDOUT_CONFIG = """
+routes:
+  - name: r
+    actions: [out]
+    template: t
+templates:
+  - name: t
+    rego-package: postee.rawmessage.json
+actions:
+  - name: out
+    type: stdout
+    enable: true
+"""

@@ -19,6 +19,8 @@ class TcpProxy:
     is_cut: bool = False
     connections: int = 0
     """Connections forwarded so far (a reconnect adds one)."""
+    attempts: int = 0
+    """Connections accepted so far, forwarded or (while cut) closed at once."""
     _scopes: set[trio.CancelScope] = attrs.field(factory=set)
 
     @property
@@ -43,6 +45,7 @@ class TcpProxy:
 
     async def _handle(self, client: trio.SocketStream) -> None:
         async with client:
+            self.attempts += 1
             if self.is_cut:
                 return
             with trio.CancelScope() as scope:

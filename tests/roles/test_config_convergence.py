@@ -21,44 +21,10 @@ from actors.transport import Message, Subscription, Transport
 from postee.bus.protocol import CONFIG_CHANGED_SUBJECT, CONFIG_SUBJECT, runner_config_subject
 from postee.config.runner_slice import config_version
 from tests.helpers.http_sink import open_http_sink
-from tests.roles.helpers import eventually, running_controller, running_runner
+from tests.roles.helpers import eventually, running_controller, running_runner, secrets_config
 
 BEAT = 0.2
 """Heartbeat interval in these tests (seconds): short, so convergence by heartbeat is quick."""
-
-
-def secrets_config(sink_url: str) -> str:
-    """Two actions on runner-1, one of them with secrets only runner-1 has; one action on the controller."""
-    return f"""
-routes:
-  - name: findings
-    input: contains(input.SigMetadata.ID, "TRC-")
-    actions: [with-secret, plain-runner-hook, central]
-    template: raw-json
-templates:
-  - name: raw-json
-    rego-package: postee.rawmessage.json
-actions:
-  - name: with-secret
-    type: http
-    enable: true
-    runs-on: runner-1
-    url: $RUNNER_HOOK_URL
-    headers:
-      Authorization: ["$RUNNER_TOKEN"]
-    body-content: "secret event.input.n"
-  - name: plain-runner-hook
-    type: http
-    enable: true
-    runs-on: runner-1
-    url: {sink_url}/plain
-    body-content: "plain event.input.n"
-  - name: central
-    type: http
-    enable: true
-    url: {sink_url}/central
-    body-content: "central event.input.n"
-"""
 
 
 def finding(n: int) -> bytes:

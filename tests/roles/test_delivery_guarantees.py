@@ -14,8 +14,6 @@ in the list the sink received rather than as a wait that never ends.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -23,10 +21,11 @@ import trio
 
 from actors import TransportUnavailable
 from actors.testing import InMemoryBus
-from actors.transport import Message, Subscription, Transport
+from actors.transport import Message, Transport
 from postee.bus.protocol import ACK, EVENTS_SUBJECT, HEADER_EVENT_ID, HEADER_RUNNER, NACK_PREFIX
 from tests.helpers.http_sink import open_http_sink
 from tests.roles.helpers import (
+    DelegatingTransport,
     central_config,
     eventually,
     numbered,
@@ -65,7 +64,7 @@ async def test_a_repeated_event_id_is_processed_once_and_acknowledged_twice(tmp_
             assert sorted(e["id"] for e in events if e["source"] == "runner-1") == ["event-1", "event-2"]
 
 
-class RefusingTransport:
+class RefusingTransport(DelegatingTransport):
     """A `Transport` that forwards to `inner`, but refuses the first request on the events subject.
 
     `how="unavailable"`: it raises `TransportUnavailable` (the bus was down) without sending anything;
@@ -73,16 +72,10 @@ class RefusingTransport:
     """
 
     def __init__(self, inner: Transport, how: str) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.how = how
         self.refused = 0
         self.forwarded = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def publish(self, subject: str, data: bytes, *, headers: Mapping[str, str] | None = None) -> None:
-        await self.inner.publish(subject, data, headers=headers)
 
     async def request(self, subject: str, data: bytes, **options: Any) -> Message:
         if subject == EVENTS_SUBJECT and not self.refused:
@@ -94,14 +87,6 @@ class RefusingTransport:
         if subject == EVENTS_SUBJECT:
             self.forwarded += 1
         return reply
-
-    async def respond(self, message: Message, data: bytes, *, headers: Mapping[str, str] | None = None) -> None:
-        await self.inner.respond(message, data, headers=headers)
-
-    @asynccontextmanager
-    async def subscribe(self, subject: str, **options: Any) -> AsyncIterator[Subscription]:
-        async with self.inner.subscribe(subject, **options) as subscription:
-            yield subscription
 
 
 async def outbox_count_reaches_zero(runner: Any, timeout: float = 20.0) -> None:

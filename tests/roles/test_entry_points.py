@@ -26,21 +26,7 @@ from postee.roles.launch import LinkOptions, run_controller, run_runner
 from postee.roles.node import Node, NodeOptions
 from postee.roles.runner import Runner, RunnerOptions
 from postee.roles.upstream import RunnerFatal
-from tests.roles.helpers import FAST_BACKOFF, node_options, running_controller
-
-CONFIG = """
-routes:
-  - name: r
-    actions: [out]
-    template: t
-templates:
-  - name: t
-    rego-package: postee.rawmessage.json
-actions:
-  - name: out
-    type: stdout
-    enable: true
-"""
+from tests.roles.helpers import FAST_BACKOFF, STDOUT_CONFIG, node_options, running_controller
 
 
 @contextmanager
@@ -80,7 +66,7 @@ async def raised_by(fn) -> BaseException:
 
 def write_config(tmp_path) -> str:
     path = tmp_path / "cfg.yaml"
-    path.write_text(CONFIG)
+    path.write_text(STDOUT_CONFIG)
     return str(path)
 
 
@@ -116,7 +102,7 @@ async def test_controller_run_raises_a_dead_bus_at_once_not_after_restarts(tmp_p
 
 async def test_runner_run_raises_the_bind_error_alone(tmp_path):
     bus = InMemoryBus()
-    async with running_controller(tmp_path, CONFIG, bus.connect("controller")):
+    async with running_controller(tmp_path, STDOUT_CONFIG, bus.connect("controller")):
         with taken_port() as port:
             options = bound(node_options(tmp_path, "runner"), port)
             runner = Runner(RunnerOptions("runner-1", options, backoff=FAST_BACKOFF), bus.connect("runner-1"))

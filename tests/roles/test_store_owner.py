@@ -9,26 +9,12 @@ import trio
 
 from postee.roles.node import Node
 from postee.store.errors import StoreError
-from tests.roles.helpers import node_options
-
-CONFIG = """
-routes:
-  - name: r
-    actions: [out]
-    template: t
-templates:
-  - name: t
-    rego-package: postee.rawmessage.json
-actions:
-  - name: out
-    type: stdout
-    enable: true
-"""
+from tests.roles.helpers import STDOUT_CONFIG, node_options
 
 
 async def test_a_second_node_on_the_same_store_is_refused_and_the_first_goes_on(tmp_path):
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(CONFIG)
+    cfg.write_text(STDOUT_CONFIG)
     options = node_options(tmp_path, "node", str(cfg))
     first = Node(options)
     async with trio.open_nursery() as nursery:

@@ -7,7 +7,7 @@ meet an exception that is not a `TransportError`, which nothing in them catches.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,6 +16,7 @@ from actors.transport import Message, Subscription, Transport
 from postee.bus.protocol import EVENTS_SUBJECT
 from tests.helpers.http_sink import open_http_sink
 from tests.roles.helpers import (
+    DelegatingTransport,
     central_config,
     eventually,
     numbered,
@@ -31,7 +32,7 @@ class InjectedBug(RuntimeError):
     """What the flaky transport raises: a crash, not a transport error anyone expects."""
 
 
-class FlakyTransport:
+class FlakyTransport(DelegatingTransport):
     """A `Transport` that forwards to `inner` and crashes once at a chosen point.
 
     `crash_after_request_number`: the Nth `request` on the events subject is delivered and answered
@@ -42,18 +43,12 @@ class FlakyTransport:
 
     def __init__(self, inner: Transport, *, crash_after_request_number: int = 0,
                  crash_on_message_number: int = 0) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.crash_after_request_number = crash_after_request_number
         self.crash_on_message_number = crash_on_message_number
         self.requests = 0
         self.messages = 0
         self.crashes = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def publish(self, subject: str, data: bytes, *, headers: Mapping[str, str] | None = None) -> None:
-        await self.inner.publish(subject, data, headers=headers)
 
     async def request(self, subject: str, data: bytes, **options: Any) -> Message:
         reply = await self.inner.request(subject, data, **options)
@@ -63,9 +58,6 @@ class FlakyTransport:
                 self.crashes += 1
                 raise InjectedBug("crashed after the controller answered")
         return reply
-
-    async def respond(self, message: Message, data: bytes, *, headers: Mapping[str, str] | None = None) -> None:
-        await self.inner.respond(message, data, headers=headers)
 
     @asynccontextmanager
     async def subscribe(self, subject: str, **options: Any) -> AsyncIterator[Subscription]:
