@@ -44,6 +44,22 @@ class _Spelled(argparse.Action):
         namespace.spelled = spelled
 
 
+def _positive(convert: Callable[[str], float]) -> Callable[[str], float]:
+    """An argparse type: `convert`ed, and greater than zero (else a usage error naming the value)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0: {text!r}")
+        return value
+
+    parse.__name__ = convert.__name__
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="postee", description="Security-event router (Postee-compatible).")
     parser.add_argument("--url", default=DEFAULT_HTTP, help="HTTP listen address (env POSTEE_HTTP, AQUAALERT_URL)")
@@ -53,6 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rego-workers", type=int, default=None, help="Rego worker processes (default: CPU count)")
     parser.add_argument("--stop-grace", type=float, default=10.0,
                         help="seconds to drain queued events on shutdown (default 10)")
+    edge = parser.add_argument_group("HTTP edge (reading endpoints and /reload need the API key: postee apikey)")
+    edge.add_argument("--open-events", action="store_true",
+                      help="GET /events as open as the webhook, as in Postee (env POSTEE_OPEN_EVENTS=1)")
+    edge.add_argument("--tenant-timeout", type=_positive(float), default=None, metavar="SECONDS",
+                      help="how long POST /tenant/{route} waits for its route before answering 504 (default 30)")
+    edge.add_argument("--tenant-concurrency", type=_positive(int), default=None, metavar="N",
+                      help="POST /tenant/{route} runs at once; more are answered 503 (default 16)")
+    edge.add_argument("--recent-events-bytes", type=_positive(int), default=None, metavar="BYTES",
+                      help="memory the events kept for GET /events may take (default 67108864: 64 MiB)")
     controller = parser.add_argument_group("controller mode")
     controller.add_argument("--controller-mode", action="store_true", help="run as a controller")
     controller.add_argument("--controller-url", default=None,
@@ -61,7 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     controller.add_argument("--controller-ca-root", help="CA root: client certificates are required and verified")
     controller.add_argument("--controller-tls-cert", help="TLS certificate of the controller's nats-server")
     controller.add_argument("--controller-tls-key", help="TLS key of the controller's nats-server")
-    controller.add_argument("--controller-seed-file", help="NKeys seed file: its public key is the allowed user")
+    controller.add_argument("--controller-seed-file",
+                            help="NKeys seed file shared by all runners (Postee's mode; see --controller-runner-keys)")
+    controller.add_argument("--controller-runner-keys", default=None,
+                            help="file of 'runner-name: PUBLIC_KEY' lines (postee nkey --name RUNNER): each runner's "
+                                 "own NKey, allowed to act only as that runner (env POSTEE_RUNNER_KEYS)")
+    controller.add_argument("--insecure-bus", action="store_true",
+                            help="let the controller's nats-server listen beyond loopback with no authentication")
     controller.add_argument("--nats-url", help="join this NATS server/cluster instead of starting one")
     runner = parser.add_argument_group("runner mode")
     runner.add_argument("--runner-name", help="run as a runner with this name (as in the config's runs-on)")
@@ -76,11 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--controller-mode", dest="check_as_controller", action="store_true",
                        help="check as a controller does: secrets and files of runs-on actions are the runner's")
     check.set_defaults(handler=run_check)
-    apikey = commands.add_parser("apikey", help="print the key of GET /reload?key=...")
+    apikey = commands.add_parser("apikey", help="print the API key (Authorization: Bearer) of /events, /reload, ...")
     apikey.set_defaults(handler=run_apikey)
-    seed = commands.add_parser("nkey-seed", help="write a new NKeys user seed for --controller/--runner-seed-file")
+    seed = commands.add_parser("nkey", aliases=["nkey-seed"],
+                               help="write a new NKeys user seed (--runner-seed-file) and print its public key")
     seed.add_argument("file", help="where to write the seed (created with mode 0600; must not exist)")
-    seed.set_defaults(handler=run_nkey_seed)
+    seed.add_argument("--name", metavar="RUNNER",
+                      help="print the line for the controller's runner keys file: 'RUNNER: PUBLIC_KEY'")
+    seed.add_argument("--show", action="store_true", help="do not create: print the public key of an existing seed")
+    seed.set_defaults(handler=run_nkey)
     return parser
 
 
@@ -141,6 +176,9 @@ def node_options(args: argparse.Namespace, environ: Mapping[str, str]) -> NodeOp
         stop_grace=args.stop_grace,
         handle_signals=True,
         environ=dict(environ),
+        open_events=getattr(args, "open_events", False),
+        **{name: value for name in ("tenant_timeout", "tenant_concurrency", "recent_events_bytes")
+           if (value := getattr(args, name, None)) is not None},
     )
 
 
@@ -207,6 +245,8 @@ def role_main(args: argparse.Namespace, options: NodeOptions) -> Callable[[], Aw
             tls_key=args.controller_tls_key,
             seed_file=args.controller_seed_file,
             nats_url=args.nats_url,
+            runner_keys=args.controller_runner_keys or options.environ.get("POSTEE_RUNNER_KEYS") or None,
+            insecure_bus=args.insecure_bus,
         )
         return partial(run_controller, options, link)
     if args.runner_name:
@@ -343,19 +383,35 @@ def run_apikey(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_nkey_seed(args: argparse.Namespace) -> int:
-    """`postee nkey-seed FILE`: a fresh seed, written privately; prints only the public key."""
-    from postee.bus.nkeys_util import new_user_seed, public_key_from_seed
+def run_nkey(args: argparse.Namespace) -> int:
+    """`postee nkey FILE [--name RUNNER] [--show]`: a fresh seed, written privately (or, with --show, one
+    that exists); prints only its public key, or the runner keys file line for RUNNER. The seed itself
+    is never printed."""
+    import yaml
 
-    seed = new_user_seed()
-    try:
-        fd = os.open(args.file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError as exc:
-        print(f"postee: cannot create {args.file}: {exc.strerror}", file=sys.stderr)
-        return EXIT_RUNTIME
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(seed + b"\n")
-    print(f"wrote {args.file}; public key {public_key_from_seed(seed)}")
+    from postee.bus.nkeys_util import NKeyError, new_user_seed, public_key_from_seed, read_seed
+
+    if args.show:
+        try:
+            seed = read_seed(args.file)
+        except NKeyError as exc:
+            print(f"postee: {exc}", file=sys.stderr)
+            return EXIT_RUNTIME
+    else:
+        seed = new_user_seed()
+        try:
+            fd = os.open(args.file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            print(f"postee: cannot create {args.file}: {exc.strerror}", file=sys.stderr)
+            return EXIT_RUNTIME
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(seed + b"\n")
+        print(f"wrote {args.file} (mode 0600): the runner's --runner-seed-file; keep it secret", file=sys.stderr)
+    public = public_key_from_seed(seed)
+    if args.name:
+        print(yaml.safe_dump({args.name: public}, default_flow_style=False, allow_unicode=True).strip())
+    else:
+        print(public)
     return 0
 
 

@@ -10,7 +10,10 @@ Like Go's `smtp.SendMail` (Postee's), a session upgrades with STARTTLS whenever 
 verifying the certificate, and authenticates (PLAIN, else LOGIN) when `user` and `password` are set,
 refusing to send the password in clear text except to a loopback host (see `smtp`). The recipient
 `<%application_scope_owner%>` stands for the event's owners (the content's `owners`, `;`-separated,
-else the event's `application_scope_owners`).
+else the event's `application_scope_owners`). Since whoever posts an event names them, owners are
+admitted only as plain addresses, in `recipient-domains` when set, and at most `max-owner-recipients`
+(default 50) per event; the others are dropped, counted in the log and the output (see `recipients`).
+Recipients written in the config are always kept.
 
 With `use-mx`, mail goes straight to each recipient domain's mail exchangers (lowest preference
 first, the next one when a host is unreachable or answers 4xx), without `host` and without
@@ -26,6 +29,7 @@ those still missing: nobody gets the message twice because somebody else's serve
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -40,6 +44,7 @@ import trio
 from postee.actions.base import NOT_OPENED, Action, ActionError, Delivery, SendResult, as_text, define_action, excerpt
 from postee.actions.httpclient import Verify, make_ssl_context
 from postee.actions.mx import DNS_PORT, DNS_QUERY_TIMEOUT, MxLookupError, lookup_mx, system_nameservers
+from postee.actions.recipients import DEFAULT_MAX_OWNER_RECIPIENTS, Admitted, OwnerPolicy, domain_problem
 from postee.actions.registry import register
 from postee.actions.settings import Kind, SettingsReader, setting
 from postee.actions.smtp import Credentials, Endpoint, Failure, Outcome, Session, parse_endpoint, run_session
@@ -63,6 +68,8 @@ OWNERS_EVENT_KEY = "application_scope_owners"
 REMEMBERED_DELIVERIES = 256
 """Deliveries whose partial progress (recipients already served) is kept for their retries."""
 
+log = logging.getLogger(__name__)
+
 
 def _read_sender(settings: SettingsReader, key: str) -> str:
     sender = settings.string(key, required=True)
@@ -75,6 +82,17 @@ def _read_recipients(settings: SettingsReader, key: str) -> tuple[str, ...]:
     if not settings.has(key):
         settings.problem(key, "required")
     return tuple(recipient.strip() for recipient in settings.string_list(key))
+
+
+def _read_domains(settings: SettingsReader, key: str) -> tuple[str, ...]:
+    domains = []
+    for index, entry in enumerate(settings.string_list(key)):
+        entry = entry.strip().lower()
+        if problem := domain_problem(entry):
+            settings.problem(f"{key}[{index}]", problem)
+        else:
+            domains.append(entry)
+    return tuple(domains)
 
 
 def _read_resolver(settings: SettingsReader, key: str) -> Endpoint | None:
@@ -104,6 +122,11 @@ class EmailAction(Action):
     tls_verify: bool = setting("tls-verify", kind=Kind.BOOLEAN, default=True)
     ca_file: str = setting("ca-file", kind=Kind.EXISTING_FILE)
     mx_resolver: Endpoint | None = setting("mx-resolver", read=_read_resolver)
+    max_owner_recipients: int = setting(
+        "max-owner-recipients", kind=Kind.INTEGER, default=DEFAULT_MAX_OWNER_RECIPIENTS, minimum=0
+    )
+    recipient_domains: tuple[str, ...] = setting("recipient-domains", read=_read_domains)
+    """Domains an owner's address must be in (`*.example.com`: its subdomains); empty: any domain."""
 
     _tls_context: ssl.SSLContext | None = attrs.field(default=None, init=False)
     _nameservers: tuple[Endpoint, ...] = attrs.field(default=(), init=False)
@@ -131,6 +154,10 @@ class EmailAction(Action):
         return Credentials(self.user, self._password) if self.user and self._password else None
 
     @property
+    def owner_policy(self) -> OwnerPolicy:
+        return OwnerPolicy(self.max_owner_recipients, self.recipient_domains)
+
+    @property
     def verify(self) -> Verify:
         """How the STARTTLS certificate is checked: `ca-file`, else the system CAs; or not at all."""
         return (self.ca_file or True) if self.tls_verify else False
@@ -151,9 +178,13 @@ class EmailAction(Action):
     async def send(self, delivery: Delivery) -> SendResult:
         if self._tls_context is None:
             raise RuntimeError(NOT_OPENED)
-        recipients = expand_recipients(self.recipients, delivery)
+        recipients, admitted = expand_recipients(self.recipients, delivery, self.owner_policy)
+        dropped = admitted.describe_dropped(self.max_owner_recipients) if admitted.dropped else ""
+        if dropped:
+            log.warning("email action %s: %s", self.name, dropped)
         if not recipients:
-            raise ActionError(f"no recipients: {OWNER_PLACEHOLDER} found no owners in the event", retryable=False)
+            why = dropped or "found no owners in the event"
+            raise ActionError(f"no recipients: {OWNER_PLACEHOLDER} {why}", retryable=False)
         message = self._message(delivery, recipients)
         done = self._progress.delivered(delivery)
         pending = tuple(r for r in recipients if r not in done)
@@ -177,7 +208,8 @@ class EmailAction(Action):
             raise error
         self._progress.forget(delivery)
         replies = "; ".join(dict.fromkeys(outcome.reply for outcome in outcomes if outcome.reply))
-        return SendResult(output=excerpt(f"sent to {len(recipients)} recipient(s): {replies}"), status=250)
+        output = f"sent to {len(recipients)} recipient(s): {replies}" + (f"; {dropped}" if dropped else "")
+        return SendResult(output=excerpt(output), status=250)
 
     def _message(self, delivery: Delivery, recipients: tuple[str, ...]) -> bytes:
         try:
@@ -235,15 +267,21 @@ class EmailAction(Action):
                 nursery.start_soon(deliver, domain, tuple(group))
 
 
-def expand_recipients(configured: Iterable[str], delivery: Delivery) -> tuple[str, ...]:
-    """The configured recipients with the owner placeholder replaced by the event's owners, deduplicated."""
+def expand_recipients(
+    configured: Iterable[str], delivery: Delivery, policy: OwnerPolicy | None = None
+) -> tuple[tuple[str, ...], Admitted]:
+    """The configured recipients with the owner placeholder replaced by the event's owners that
+    `policy` admits, deduplicated; and what the policy admitted and dropped."""
+    configured = [recipient.strip() for recipient in configured]
+    wanted = OWNER_PLACEHOLDER in configured
+    admitted = (policy or OwnerPolicy()).admit(owners_of(delivery) if wanted else ())
     result: list[str] = []
     for recipient in configured:
-        if recipient.strip() == OWNER_PLACEHOLDER:
-            result.extend(owners_of(delivery))
+        if recipient == OWNER_PLACEHOLDER:
+            result.extend(admitted.owners)
         else:
-            result.append(recipient.strip())
-    return tuple(dict.fromkeys(r for r in result if r))
+            result.append(recipient)
+    return tuple(dict.fromkeys(r for r in result if r)), admitted
 
 
 def owners_of(delivery: Delivery) -> list[str]:

@@ -2,7 +2,13 @@
 
 Settings: `exec-script` (a script fed to `/bin/sh` on stdin) or `input-file` (a script file run as
 `/bin/sh <file>`, which must exist at load time), `env` (a list of `NAME=value` added to the
-environment) and `timeout` (new, default 60s). The script sees the description in `POSTEE_EVENT`.
+environment), `inherit-env` (new: names of variables of Postee's own environment the script may see)
+and `timeout` (new, default 60s). The script sees the description in `POSTEE_EVENT`.
+
+The script gets a clean environment: `PATH`, `HOME` and `LANG` (from Postee's, when set), the
+variables named in `inherit-env`, the `env` entries, and `POSTEE_EVENT`; nothing else. (Postee
+passes its whole environment on, and with it the API key, the ingest token and every `$VAR` secret
+of the config, to a script whose input an event's sender controls.)
 
 Its stdout and stderr are captured together (bounded) into the result or the error. A non-zero exit
 is a failure that retrying will not fix. Each run is the leader of its own process group, so on a
@@ -14,8 +20,10 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 import subprocess
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import trio
@@ -38,9 +46,22 @@ KILL_WAIT = 5.0
 """Seconds to wait for a killed script to be reaped before giving up on it."""
 
 EVENT_VARIABLE = "POSTEE_EVENT"
+BASE_VARIABLES = ("PATH", "HOME", "LANG")
+"""What every script gets from Postee's environment (when set): enough to find programs and read text."""
+_VARIABLE_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_VARIABLE_BYTES = 128 * 1024
 """Linux's limit on one environment string (MAX_ARG_STRLEN): a longer description cannot be passed."""
 _READ_SIZE = 16 * 1024
+
+
+def _read_variable_names(settings: SettingsReader, key: str) -> tuple[str, ...]:
+    names = []
+    for index, name in enumerate(settings.string_list(key)):
+        if _VARIABLE_NAME_RE.fullmatch(name):
+            names.append(name)
+        else:
+            settings.problem(f"{key}[{index}]", f"expected an environment variable name, not {name!r}")
+    return tuple(names)
 
 
 @register
@@ -54,6 +75,8 @@ class ExecAction(Action):
 
     input_file: str = setting("input-file", kind=Kind.EXISTING_FILE)
     env: dict[str, str] = setting("env", kind=Kind.ENVIRONMENT)
+    inherit_env: tuple[str, ...] = setting("inherit-env", read=_read_variable_names)
+    """Names of variables of Postee's environment passed on to the script, besides `BASE_VARIABLES`."""
 
     def __attrs_post_init__(self) -> None:
         if bool(self.script) == bool(self.input_file):
@@ -66,8 +89,17 @@ class ExecAction(Action):
     def command(self) -> list[str]:
         return [SHELL] if self.script else [SHELL, self.input_file]
 
+    def environment(self, description: str, inherited: Mapping[str, str]) -> dict[str, str]:
+        """The script's whole environment: the base and named variables of `inherited`, `env`, the event."""
+        names = (*BASE_VARIABLES, *self.inherit_env)
+        return {
+            **{name: inherited[name] for name in names if name in inherited},
+            **self.env,
+            EVENT_VARIABLE: description,
+        }
+
     async def send(self, delivery: Delivery) -> SendResult:
-        env = {**os.environ, **self.env, EVENT_VARIABLE: delivery.description}
+        env = self.environment(delivery.description, os.environ)
         try:
             process = await trio.lowlevel.open_process(
                 self.command(),

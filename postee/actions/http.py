@@ -5,6 +5,15 @@ values give several header lines), `timeout` (default 5s), and a body from `body
 at load time: a missing file is a config error) or `body-content`. In the body every
 `event.input.<dotted.path>` is replaced by that value of the raw event (see `eventpath`). The
 request carries `Postee-Event: base64(description)`. Any 2xx reply is success.
+
+Event values are data, never syntax. A body template that is a JSON object or array (with its
+references standing for values) is compiled at load time (`jsonbody`): a reference inside a JSON
+string gets the value JSON-escaped, a reference standing as a whole value gets the value as JSON, so
+the body sent is always valid JSON with exactly the template's keys (Postee pastes the raw text). A
+body with references whose `Content-Type` header says JSON but whose template is not JSON is a
+config error, as escaping would be impossible. Other bodies keep plain substitution. Header values are sent as
+written (never substituted), and the description travels base64-encoded, so an event cannot add a
+header line.
 """
 
 from __future__ import annotations
@@ -16,9 +25,10 @@ from typing import Any, ClassVar
 
 from postee.actions.base import Delivery, SendResult, define_action
 from postee.actions.httpclient import UrlAction, send_request
+from postee.actions.jsonbody import JsonTemplate, NotJsonTemplate, compile_json_template, is_json_media_type
 from postee.actions.registry import register
 from postee.actions.settings import SettingsReader, setting
-from postee.values.eventpath import substitute
+from postee.values.eventpath import REFERENCE_PREFIX, substitute
 
 DEFAULT_METHOD = "POST"
 DEFAULT_TIMEOUT = 5.0
@@ -96,6 +106,25 @@ class HttpAction(UrlAction):
     method: str = setting("method", read=_read_method)
     headers: Headers = setting("headers", read=_read_headers)
     body: str | None = setting("body-file", "body-content", read=_read_body)
+    json_body: JsonTemplate | None = None
+    """`body` compiled, when it is a JSON document (set in `check_settings`): rendered with escaping."""
+
+    @classmethod
+    def check_settings(cls, reader: SettingsReader, values: dict[str, Any]) -> None:
+        body = values["body"]
+        if body is None:
+            return
+        try:
+            values["json_body"] = compile_json_template(body)
+        except NotJsonTemplate as exc:
+            content_type = next((v for name, v in values["headers"] if name.lower() == "content-type"), "")
+            if is_json_media_type(content_type) and REFERENCE_PREFIX in body:
+                key = "body-file" if reader.has("body-file") else "body-content"
+                reader.problem(
+                    key,
+                    f"the Content-Type header says {content_type!r}, but the body is not a JSON document ({exc}),"
+                    " so event values could not be inserted safely",
+                )
 
     def request_headers(self, delivery: Delivery) -> list[tuple[str, str]]:
         encoded = base64.b64encode(delivery.description.encode("utf-8")).decode("ascii")
@@ -104,7 +133,9 @@ class HttpAction(UrlAction):
     def request_body(self, delivery: Delivery) -> bytes | None:
         if self.body is None:
             return None
-        return substitute(self.body, delivery.event).encode("utf-8")
+        if self.json_body is not None:
+            return self.json_body.render(delivery.event).encode("utf-8")
+        return substitute(self.body, delivery.event).encode("utf-8", errors="replace")
 
     async def send(self, delivery: Delivery) -> SendResult:
         return await send_request(

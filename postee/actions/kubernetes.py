@@ -2,8 +2,8 @@
 
 Settings: `kube-namespace` (required), `kube-label-selector` (required), `kube-actions` (required: a
 `labels` and/or `annotations` map of key → value), `kube-config-file` (a kubeconfig; without it the
-in-cluster service account is used) and `timeout` (default 30s). The selector and every value may hold
-`event.input.<path>` references to the raw event (see `eventpath`).
+in-cluster service account is used), `kube-max-pods` (new, default 10) and `timeout` (default 30s).
+The selector and every value may hold `event.input.<path>` references to the raw event (see `eventpath`).
 
 Per delivery the action lists the pods of the namespace matching the selector
 (`GET /api/v1/namespaces/{ns}/pods?labelSelector=...`) and sends each one a JSON merge patch of its
@@ -16,8 +16,13 @@ client certificate, or basic auth) is read once, at load time, so a broken one i
 (see `kubeconfig`). Tokens are re-read from their file on every send, as service-account tokens are
 rotated.
 
-A selector whose `event.input` reference resolves to nothing (`app=event.input.missing` → `app=`)
-selects nothing and fails without retry, where Postee ends up labelling every pod of the namespace.
+Event values are data, never selector syntax (see `labels`). The selector is parsed at load time
+into requirements; per event a reference is resolved inside its one key or value, which must then be
+a valid, non-blank label key or value, or the send fails without retry and changes nothing, where
+Postee pastes the text (`app in (event.input.app)` with `web,db,ingress` selects three apps; a blank
+`app!=event.input.app` every pod of the namespace). Label values taken from the event must be valid
+label values too; annotation values are free text (Kubernetes allows any), sent as JSON data.
+A selector matching more than `kube-max-pods` pods patches none: the failure says how many matched.
 """
 
 from __future__ import annotations
@@ -34,9 +39,19 @@ import trio
 from postee.actions.base import ActionError, Delivery, SendResult, define_action, excerpt
 from postee.actions.httpclient import MAX_RESPONSE_BYTES, HttpClientAction, check_response, describe_url, request
 from postee.actions.kubeconfig import SERVICE_ACCOUNT_DIR, ClusterAccess, load_ssl_context, read_access
+from postee.actions.labels import (
+    LabelValueError,
+    Selector,
+    SelectorError,
+    has_reference,
+    label_key_problem,
+    label_value_problem,
+    parse_selector,
+    resolve_value,
+)
 from postee.actions.registry import register
-from postee.actions.settings import SettingsReader, setting
-from postee.values.eventpath import REFERENCE_RE, resolve, substitute
+from postee.actions.settings import Kind, SettingsReader, setting
+from postee.values.eventpath import substitute
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds for one send: the pod list and every patch (Postee has no limit)."""
@@ -54,23 +69,13 @@ MERGE_PATCH = "application/merge-patch+json"
 ACTION_KINDS = ("labels", "annotations")
 """The keys of `kube-actions`, and the `metadata` fields they patch."""
 
+SELECTOR_KEY = "kube-label-selector"
+ACTIONS_KEY = "kube-actions"
 
-def resolve_selector(selector: str, event: Mapping[str, Any]) -> str:
-    """`selector` with its references resolved; an `ActionError` when one resolves to nothing.
+DEFAULT_MAX_PODS = 10
+"""Pods one event may patch (`kube-max-pods`): an alert is about a workload, not a namespace."""
 
-    An empty value changes what the selector means (`app=` asks for pods whose `app` label is empty,
-    an empty selector for every pod), so the action refuses to select rather than patch pods by accident.
-    """
-    empty = [match.group(0) for match in REFERENCE_RE.finditer(selector) if not resolve(event, match.group(1))]
-    resolved = substitute(selector, event).strip()
-    if empty or not resolved:
-        raise ActionError(
-            f"kube-label-selector {selector!r} resolves to {resolved!r}"
-            + (f" ({', '.join(empty)} is missing or empty in the event)" if empty else "")
-            + ": it would select too many pods, so none was changed",
-            retryable=False,
-        )
-    return resolved
+NOTHING_CHANGED = "no pod was changed"
 
 
 def _read_kube_actions(settings: SettingsReader, key: str) -> dict[str, dict[str, str]]:
@@ -100,11 +105,23 @@ def _read_kube_actions(settings: SettingsReader, key: str) -> dict[str, dict[str
             elif isinstance(value, bool) or not isinstance(value, str | int | float | None):
                 settings.problem(f"{where}.{name}", f"expected a string, not {type(value).__name__}")
                 invalid = True
+            elif problem := _change_problem(kind, name, "" if value is None else str(value)):
+                settings.problem(f"{where}.{name}", problem)
+                invalid = True
             else:
                 result[kind][name] = "" if value is None else str(value)
     if isinstance(raw, Mapping) and not invalid and not any(result.values()):
         settings.problem(key, "set at least one label or annotation")
     return result
+
+
+def _change_problem(kind: str, key: str, value: str) -> str | None:
+    """Why a configured label/annotation cannot be set as written: a bad key, or a bad literal label value."""
+    if problem := label_key_problem(key):
+        return f"not a valid {kind[:-1]} key: {problem}"
+    if kind == "labels" and not has_reference(value) and (problem := label_value_problem(value)):
+        return f"{value!r} is not a valid label value: {problem}"
+    return None
 
 
 @register
@@ -114,18 +131,28 @@ class KubernetesAction(HttpClientAction):
     default_timeout: ClassVar[float] = DEFAULT_TIMEOUT
 
     namespace: str = setting("kube-namespace", required=True)
-    selector: str = setting("kube-label-selector", required=True)
-    changes: dict[str, dict[str, str]] = setting("kube-actions", read=_read_kube_actions)
+    selector: str = setting(SELECTOR_KEY, required=True)
+    changes: dict[str, dict[str, str]] = setting(ACTIONS_KEY, read=_read_kube_actions)
     """The labels and annotations to set: {"labels": {...}, "annotations": {...}}."""
+    max_pods: int = setting("kube-max-pods", kind=Kind.INTEGER, default=DEFAULT_MAX_PODS, minimum=1)
 
     config_file: str = setting("kube-config-file")
     account_dir: str = setting("kube-serviceaccount-dir", default=SERVICE_ACCOUNT_DIR)
     access: ClusterAccess = attrs.field()
     """Derived from `config_file` or the in-cluster mount, in `check_settings`."""
+    requirements: Selector = attrs.field()
+    """`selector` parsed, in `check_settings`."""
 
     @classmethod
     def check_settings(cls, reader: SettingsReader, values: dict[str, Any]) -> None:
-        """Read the kubeconfig (or the pod's mount) and build the TLS context now: broken ones are config errors."""
+        """Parse the selector; read the kubeconfig (or the pod's mount) and build the TLS context now:
+        broken ones are config errors."""
+        values["requirements"] = Selector(())
+        if values["selector"]:
+            try:
+                values["requirements"] = parse_selector(values["selector"])
+            except SelectorError as exc:
+                reader.problem(SELECTOR_KEY, f"not a label selector: {exc}")
         if not reader.local:  # the kubeconfig is on the host that runs the action; this one is only checked
             values.update(access=None, verify=True)
             return
@@ -141,13 +168,22 @@ class KubernetesAction(HttpClientAction):
         return options
 
     async def send(self, delivery: Delivery) -> SendResult:
-        selector = resolve_selector(self.selector, delivery.event)
+        try:
+            selector = str(self.requirements.resolve(delivery.event))
+        except LabelValueError as exc:
+            raise ActionError(f"{SELECTOR_KEY}: {exc}: {NOTHING_CHANGED}", retryable=False) from None
         patch = self.patch_body(delivery)
         headers = await self._auth_headers()
         pods_url = f"{self.access.server}/api/v1/namespaces/{quote(self.namespace, safe='')}/pods"
         names = await self._list_pods(pods_url, selector, headers)
         if not names:
             return SendResult(output=f"no pod in namespace {self.namespace!r} matches {selector!r}")
+        if len(names) > self.max_pods:
+            raise ActionError(
+                f"{SELECTOR_KEY} {selector!r} matches {len(names)} pods in namespace {self.namespace!r},"
+                f" more than kube-max-pods ({self.max_pods}): {NOTHING_CHANGED}",
+                retryable=False,
+            )
         patched, gone = [], []
         body = json.dumps(patch).encode("utf-8")
         for name in names:
@@ -178,11 +214,27 @@ class KubernetesAction(HttpClientAction):
         return SendResult(output=excerpt(output), status=200)
 
     def patch_body(self, delivery: Delivery) -> dict[str, Any]:
-        """The merge patch: configured labels/annotations with their `event.input` references resolved."""
+        """The merge patch: configured labels/annotations with their `event.input` references resolved.
+
+        A label value from the event must be a valid label value (`ActionError` otherwise, before any
+        pod is touched); annotation values are free text, and `json.dumps` keeps them data.
+        """
         metadata: dict[str, Any] = {}
         for kind, values in self.changes.items():
-            if values:
-                metadata[kind] = {key: substitute(value, delivery.event) for key, value in values.items()}
+            if not values:
+                continue
+            resolved = {}
+            for key, value in values.items():
+                if kind == "labels":
+                    try:
+                        resolved[key] = resolve_value(value, delivery.event)
+                    except LabelValueError as exc:
+                        raise ActionError(
+                            f"{ACTIONS_KEY}.{kind}.{key}: {exc}: {NOTHING_CHANGED}", retryable=False
+                        ) from None
+                else:
+                    resolved[key] = substitute(value, delivery.event)
+            metadata[kind] = resolved
         return {"metadata": metadata}
 
     async def _auth_headers(self) -> dict[str, str]:

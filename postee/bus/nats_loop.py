@@ -105,6 +105,10 @@ class ClientSettings:
     tls_cert: str | None
     tls_key: str | None
     nkey_seed_file: str | None
+    #: A seed held in memory (the controller's own key for its embedded server), used instead of a file.
+    nkey_seed: bytes | None = attrs.field(repr=False)
+    #: Where replies to this client's requests arrive (`_INBOX` when None): a runner's own inbox.
+    inbox_prefix: str | None
     #: A ready TLS context, used instead of building one from the files (the controller's pinned one).
     tls_context: ssl.SSLContext | None
     connect_timeout: float
@@ -228,6 +232,8 @@ class NatsLoop:
         nats-py's own `nkeys_seed=<path>` only takes a bare seed, so we read the file (on this
         thread, off Trio's) and hand nats-py the seed itself; it signs each server nonce with it,
         on every reconnect. Errors name the file, never its content."""
+        if self.settings.nkey_seed is not None:
+            return self.settings.nkey_seed.decode("ascii")
         path = self.settings.nkey_seed_file
         if not path:
             return None
@@ -256,6 +262,8 @@ class NatsLoop:
             options["tls"] = tls
         if seed is not None:
             options["nkeys_seed_str"] = seed
+        if settings.inbox_prefix:
+            options["inbox_prefix"] = settings.inbox_prefix
         attempt_timeout = max(CONNECT_ATTEMPT_MIN, min(settings.connect_timeout, CONNECT_ATTEMPT_MAX))
         await nc.connect(
             list(settings.servers),

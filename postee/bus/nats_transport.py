@@ -226,7 +226,9 @@ class NatsTransport:
 
     TLS comes from files (`tls_ca` to verify the server, else the system store; `tls_cert`/`tls_key`
     as client certificate) or from a ready `tls_context`, which wins. `nkey_seed_file` holds a bare
-    seed or a decorated block (a `.creds` file): it is read when connecting, never logged."""
+    seed or a decorated block (a `.creds` file): it is read when connecting, never logged; `nkey_seed`
+    is a seed held in memory instead (the controller's own key). `inbox_prefix` is where replies to
+    this client's requests arrive (a runner's own inbox, which only it may read)."""
 
     def __init__(
         self,
@@ -237,6 +239,8 @@ class NatsTransport:
         tls_cert: str | None = None,
         tls_key: str | None = None,
         nkey_seed_file: str | None = None,
+        nkey_seed: bytes | None = None,
+        inbox_prefix: str | None = None,
         tls_context: ssl.SSLContext | None = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
@@ -285,6 +289,8 @@ class NatsTransport:
                 tls_cert=tls_cert,
                 tls_key=tls_key,
                 nkey_seed_file=nkey_seed_file,
+                nkey_seed=nkey_seed,
+                inbox_prefix=inbox_prefix,
                 tls_context=tls_context,
                 connect_timeout=connect_timeout,
                 close_timeout=close_timeout,

@@ -1,24 +1,34 @@
 """Subjects and message formats between a controller and its runners.
 
-Postee's own wire format is kept where it exists, so a Postee runner can use our controller:
+Each runner speaks on subjects that carry its name, so the NATS server can tell who may say what
+(`postee.bus.permissions`): with its own NKey a runner may publish only under `postee.runner.<name>.`
+and read only its own inbox and announcements, and the controller takes the runner's name from the
+subject, never from the payload or a header.
 
 | subject | direction | payload | reply |
 |---|---|---|---|
-| `postee.config` | runner → controller, request | the runner's bare name | the runner's config slice, YAML |
-| `postee.events` | runner → controller | the raw event bytes | `ack` (ours; a Postee runner expects none) |
-| `postee.executions` | runner → controller, request | one `ExecutionReport`, JSON | `ack` |
-| `postee.heartbeat` | runner → controller | one `Heartbeat`, JSON | — |
+| `postee.runner.<name>.config` | runner → controller, request | the runner's name | its config slice, YAML |
+| `postee.runner.<name>.events` | runner → controller, request | the raw event bytes | `ack` |
+| `postee.runner.<name>.executions` | runner → controller, request | one `ExecutionReport`, JSON | `ack` |
+| `postee.runner.<name>.heartbeat` | runner → controller | one `Heartbeat`, JSON | — |
 | `postee.config.changed` | controller → runners | the version of the configuration now running | — |
-| `postee.config.changed.<runner>` | controller → one runner | that runner's current slice version | — |
+| `postee.config.changed.<name>` | controller → one runner | that runner's current slice version | — |
 
-The per-runner subject (ours) is how a runner that missed a broadcast converges: the controller sends
-it when a heartbeat carries another slice version than the runner's current one, at most once per
-heartbeat interval; the runner fetches its slice again unless it already runs that version.
+`<name>` is one subject token (`subject_token`). Replies go to the runner's own inbox,
+`_INBOX.runner.<name>.` (`runner_inbox_prefix`), which only that runner may read.
 
-Headers (ours; absent from a Postee runner's messages): `Postee-Runner` (the runner's name) and
-`Postee-Event-Id` (a unique id, so a resent event is processed once) on events and executions,
-`Postee-Route` on an event posted to a runner's `POST /tenant/{route}` (run only that route),
-`Postee-Config-Version` on config replies.
+Postee's own subjects are still served, so a Postee runner can use our controller: `postee.config`
+(request, the runner's bare name as payload), `postee.events`, `postee.executions`, `postee.heartbeat`.
+A runner's name there is only what the message says; the controller treats it as unverified.
+
+The per-runner notice is how a runner that missed a broadcast converges: the controller sends it when
+a heartbeat carries another slice version than the runner's current one, at most once per heartbeat
+interval; the runner fetches its slice again unless it already runs that version.
+
+Headers (ours; absent from a Postee runner's messages): `Postee-Runner` (the runner's name, only read
+on Postee's subjects) and `Postee-Event-Id` (a unique id, so a resent event is processed once) on
+events and executions, `Postee-Route` on an event posted to a runner's `POST /tenant/{route}` (run
+only that route), `Postee-Config-Version` on config replies.
 """
 
 from __future__ import annotations
@@ -35,17 +45,86 @@ EXECUTIONS_SUBJECT = "postee.executions"
 HEARTBEAT_SUBJECT = "postee.heartbeat"
 CONFIG_CHANGED_SUBJECT = "postee.config.changed"
 
+RUNNER_SUBJECT_PREFIX = "postee.runner"
+RUNNER_INBOX_ROOT = "_INBOX.runner"
+
+#: What a runner sends, each on `postee.runner.<name>.<kind>`.
+CONFIG_KIND = "config"
+EVENTS_KIND = "events"
+EXECUTIONS_KIND = "executions"
+HEARTBEAT_KIND = "heartbeat"
+RUNNER_KINDS = (CONFIG_KIND, EVENTS_KIND, EXECUTIONS_KIND, HEARTBEAT_KIND)
+#: Postee's shared subject for each kind.
+LEGACY_SUBJECTS = {CONFIG_KIND: CONFIG_SUBJECT, EVENTS_KIND: EVENTS_SUBJECT,
+                   EXECUTIONS_KIND: EXECUTIONS_SUBJECT, HEARTBEAT_KIND: HEARTBEAT_SUBJECT}
+
 _SUBJECT_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_ESCAPE = re.compile(r"~([0-9A-F]{2})")
+
+
+def subject_token(name: str) -> str:
+    """`name` as one NATS subject token, whatever it holds (one name, one token; no two names alike).
+
+    Characters a token cannot carry (dots, spaces, wildcards, `~` itself, ...) become `~XX` escapes of
+    their UTF-8 bytes; the empty name is `~`.
+    """
+    token = _SUBJECT_UNSAFE.sub(lambda m: "".join(f"~{b:02X}" for b in m.group().encode()), name)
+    return token or "~"
+
+
+def name_of_token(token: str) -> str | None:
+    """The name `subject_token` made `token` from; None for a token it cannot have made."""
+    if token == "~":
+        return ""
+    raw = bytearray()
+    position = 0
+    for match in _ESCAPE.finditer(token):
+        plain = token[position:match.start()]
+        if _SUBJECT_UNSAFE.search(plain):
+            return None
+        raw += plain.encode()
+        raw.append(int(match.group(1), 16))
+        position = match.end()
+    tail = token[position:]
+    if _SUBJECT_UNSAFE.search(tail):
+        return None
+    raw += tail.encode()
+    try:
+        name = raw.decode()
+    except UnicodeDecodeError:
+        return None
+    return name if subject_token(name) == token else None
+
+
+def runner_subject(runner: str, kind: str) -> str:
+    """`postee.runner.<name>.<kind>`: where the runner `runner` sends messages of `kind`."""
+    return f"{RUNNER_SUBJECT_PREFIX}.{subject_token(runner)}.{kind}"
+
+
+def runner_subjects_pattern(kind: str) -> str:
+    """The controller's subscription to every runner's messages of `kind`."""
+    return f"{RUNNER_SUBJECT_PREFIX}.*.{kind}"
+
+
+def runner_of_subject(subject: str) -> str | None:
+    """The runner a `postee.runner.<name>.<kind>` subject belongs to; None for any other subject."""
+    prefix = RUNNER_SUBJECT_PREFIX + "."
+    if not subject.startswith(prefix):
+        return None
+    token, _, kind = subject[len(prefix):].partition(".")
+    if kind not in RUNNER_KINDS:
+        return None
+    return name_of_token(token)
+
+
+def runner_inbox_prefix(runner: str) -> str:
+    """The inbox prefix of the runner `runner`: replies to its requests arrive under it, for it alone."""
+    return f"{RUNNER_INBOX_ROOT}.{subject_token(runner)}"
 
 
 def runner_config_subject(runner: str) -> str:
-    """`postee.config.changed.<runner>`: one subject token, whatever the runner's name holds.
-
-    Characters a NATS subject token cannot carry (dots, spaces, wildcards, ...) become `~XX` escapes,
-    so every name maps to one valid subject.
-    """
-    token = _SUBJECT_UNSAFE.sub(lambda m: "".join(f"~{b:02X}" for b in m.group().encode()), runner)
-    return f"{CONFIG_CHANGED_SUBJECT}.{token or '~'}"
+    """`postee.config.changed.<name>`: the controller's notices to one runner."""
+    return f"{CONFIG_CHANGED_SUBJECT}.{subject_token(runner)}"
 
 
 HEADER_RUNNER = "Postee-Runner"

@@ -176,8 +176,18 @@ class NatsServer:
                     self._logger.warning("seed file is readable by other users: chmod 600 it", path=str(seed_file))
             for key in self.options.nkeys:
                 keys.append(validate_public_key(key))
+            others = [validate_public_key(key) for key in self.options.controller_nkeys]
+            others += [validate_public_key(key) for _, key in self.options.runner_nkeys]
         except NKeyError as exc:
             raise NatsServerConfigError(str(exc)) from None
+        # One key, one user: nats-server refuses a key listed twice, and a runner's key that is also
+        # the shared seed's would give that runner's part to every holder of the seed.
+        seen = set(keys)
+        for key in others:
+            if key in seen:
+                raise NatsServerConfigError(f"NKey public key {key[:8]}... is given to more than one user "
+                                            "(a runner key must be its runner's alone, not the shared seed's)")
+            seen.add(key)
         return list(dict.fromkeys(keys))
 
     def _prepare_files(self) -> RunFiles:

@@ -5,8 +5,9 @@ Both are rewritten at every start (`write_run_files`): a fresh 0700 directory ho
 local CA (`NatsServerOptions.local_client_ca`), the bundle of client CAs (the CA root plus that CA).
 
 What it sets: the listen address, TLS (and, with a CA root, *required and verified* client
-certificates), NKeys users, a raised `max_payload` (Trivy reports are large) with a `max_pending`
-that holds a maximal message per client, and a `write_deadline`. Protocol tracing stays off.
+certificates), NKeys users with their permissions (`postee.bus.permissions`), a raised `max_payload`
+(Trivy reports are large) with a `max_pending` that holds a maximal message per client, and a
+`write_deadline`. Protocol tracing stays off.
 
 Secrets: the config lists only the *public* key of each seed file (the caller derives them); the
 seed itself never reaches this text.
@@ -23,6 +24,12 @@ from pathlib import Path
 
 import attrs
 
+from postee.bus.permissions import (
+    Permissions,
+    controller_permissions,
+    runner_permissions,
+    shared_seed_permissions,
+)
 from postee.bus.server_errors import NatsServerConfigError
 from postee.bus.server_options import NatsServerOptions
 
@@ -42,6 +49,30 @@ def _conf_string(value: str | os.PathLike[str]) -> str:
 
 def _conf_duration(seconds: float) -> str:
     return _conf_string(f"{int(seconds * 1000)}ms")
+
+
+def _conf_permissions(permissions: Permissions) -> str:
+    parts = []
+    for name, value in permissions.as_config().items():
+        lists = ", ".join(f"{kind}: [{', '.join(_conf_string(s) for s in subjects)}]"
+                          for kind, subjects in value.items())
+        parts.append(f"{name}: {{{lists}}}")
+    return "{" + ", ".join(parts) + "}"
+
+
+def _users(options: NatsServerOptions, public_keys: Sequence[str]) -> list[str]:
+    """One line per NKey user. Without controller keys every user may do anything (a bare server);
+    with them, the controller's keys may, each runner key only its own, the shared keys any runner's."""
+    if not options.enforces_permissions:
+        return [f"{{nkey: {_conf_string(key)}}}" for key in public_keys]
+    keyed = [name for name, _ in options.runner_nkeys]
+    lines = [f"{{nkey: {_conf_string(key)}, permissions: {_conf_permissions(controller_permissions())}}}"
+             for key in options.controller_nkeys]
+    lines += [f"{{nkey: {_conf_string(key)}, permissions: {_conf_permissions(runner_permissions(name))}}}"
+              for name, key in options.runner_nkeys]
+    shared = _conf_permissions(shared_seed_permissions(keyed))
+    lines += [f"{{nkey: {_conf_string(key)}, permissions: {shared}}}" for key in public_keys]
+    return lines
 
 
 def render_config(
@@ -75,9 +106,10 @@ def render_config(
             ca_file = client_ca_file if client_ca_file is not None else options.ca_root
             lines += [f"  ca_file: {_conf_string(ca_file)}", "  verify: true"]
         lines += [f"  timeout: {options.tls_timeout:g}", "}"]
-    if public_keys:
+    users = _users(options, public_keys)
+    if users:
         lines += ["authorization {", "  users = ["]
-        lines += [f"    {{nkey: {_conf_string(key)}}}" for key in public_keys]
+        lines += [f"    {user}" for user in users]
         lines += ["  ]", "}"]
     return "\n".join(lines) + "\n"
 

@@ -92,9 +92,12 @@ class NatsServerOptions:
 
     `seed_files` are NKeys seed files (`--controller-seed-file`): the public key of each is an allowed
     user. `nkeys` are public keys allowed in addition. Any of them turns authentication on; it works
-    with or without TLS. `tls_cert`/`tls_key` alone serve TLS without asking clients for a
-    certificate; `ca_root` requires them and makes client certificates mandatory and verified
-    against that CA (plus `local_client_ca`, if given).
+    with or without TLS. With `controller_nkeys` (or `runner_nkeys`) the server also enforces who may
+    say what (`postee.bus.permissions`): the controller's keys may do anything, each runner key of
+    `runner_nkeys` (runner name, public key) only its own runner's part, and the keys of `seed_files`
+    and `nkeys` become the shared runner seed of Postee's mode. `tls_cert`/`tls_key` alone serve TLS
+    without asking clients for a certificate; `ca_root` requires them and makes client certificates
+    mandatory and verified against that CA (plus `local_client_ca`, if given).
     """
 
     url: str = DEFAULT_URL
@@ -103,6 +106,8 @@ class NatsServerOptions:
     ca_root: Path | None = attrs.field(default=None, converter=_optional_path)
     seed_files: tuple[Path, ...] = attrs.field(default=(), converter=_paths)
     nkeys: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    controller_nkeys: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    runner_nkeys: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=tuple)
     max_payload: int = DEFAULT_MAX_PAYLOAD
     write_deadline: float = DEFAULT_WRITE_DEADLINE
     tls_timeout: float = DEFAULT_TLS_TIMEOUT
@@ -133,6 +138,9 @@ class NatsServerOptions:
             )
         if self.local_client_ca is not None and self.ca_root is None:
             raise NatsServerConfigError("local_client_ca adds to the CA root's client CAs: it needs ca_root")
+        if self.runner_nkeys and not self.controller_nkeys:
+            raise NatsServerConfigError("runner keys restrict runners to their own subjects: the controller "
+                                        "needs a key of its own (controller_nkeys)")
         if not 1 <= self.max_payload <= MAX_MAX_PAYLOAD:
             raise NatsServerConfigError(f"max_payload must be between 1 and {MAX_MAX_PAYLOAD} bytes")
         for name in ("write_deadline", "tls_timeout", "ready_timeout"):
@@ -160,4 +168,9 @@ class NatsServerOptions:
 
     @property
     def auth(self) -> bool:
-        return bool(self.seed_files or self.nkeys)
+        return bool(self.seed_files or self.nkeys or self.controller_nkeys or self.runner_nkeys)
+
+    @property
+    def enforces_permissions(self) -> bool:
+        """Whether users get permissions (the controller's, a runner's, the shared seed's)."""
+        return bool(self.controller_nkeys or self.runner_nkeys)

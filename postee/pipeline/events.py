@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import json
+import sys
 import time
 import uuid
 from collections.abc import Mapping
@@ -23,6 +24,10 @@ from postee.values.jsonkind import json_kind
 
 RECENT_EVENTS = 1000
 """How many events `GET /events` shows (Postee keeps the last 1000 too)."""
+
+RECENT_EVENTS_BYTES = 64 * 1024 * 1024
+"""Memory the texts behind `GET /events` may take together (the oldest go first). Without it an
+outsider posting events of the largest accepted size could make the node hold 1000 × 16 MiB."""
 
 SOURCE_WEBHOOK = "webhook"
 
@@ -88,17 +93,30 @@ def parse_event(
 
 
 class RecentEvents:
-    """The last `capacity` events, oldest first; `to_json()` is always a valid JSON array.
+    """The last events, oldest first, at most `capacity` of them taking at most `max_bytes` together;
+    `to_json()` is always a valid JSON array.
 
     Only the event's JSON text is kept (not the parsed object, which takes several times the memory
-    of a large scan report), and the array is assembled from the texts when asked for.
+    of a large scan report), and the array is assembled from the texts when asked for. Sizes are the
+    texts' memory (`sys.getsizeof`: a non-ASCII text takes up to 4 bytes a character), so the bound
+    holds whatever the senders write. An event larger than the whole budget is not kept.
     """
 
-    def __init__(self, capacity: int = RECENT_EVENTS) -> None:
-        self._events: collections.deque[tuple[str, float, str, str]] = collections.deque(maxlen=capacity)
+    def __init__(self, capacity: int = RECENT_EVENTS, max_bytes: int = RECENT_EVENTS_BYTES) -> None:
+        self.capacity = capacity
+        self.max_bytes = max_bytes
+        self._events: collections.deque[tuple[str, float, str, str, int]] = collections.deque()
+        self.size_bytes = 0
+        """Memory the kept texts take."""
 
     def add(self, event: Event) -> None:
-        self._events.append((event.id, event.received_at, event.source, event.text))
+        size = sys.getsizeof(event.text)
+        if size > self.max_bytes:
+            return
+        self._events.append((event.id, event.received_at, event.source, event.text, size))
+        self.size_bytes += size
+        while len(self._events) > self.capacity or self.size_bytes > self.max_bytes:
+            self.size_bytes -= self._events.popleft()[4]
 
     def __len__(self) -> int:
         return len(self._events)
@@ -107,6 +125,6 @@ class RecentEvents:
         parts = [
             f'{{"id": {json.dumps(event_id)}, "received_at": {received_at!r}, "source": {json.dumps(source)}, '
             f'"event": {text}}}'
-            for event_id, received_at, source, text in list(self._events)
+            for event_id, received_at, source, text, _ in list(self._events)
         ]
         return "[" + ", ".join(parts) + "]"

@@ -13,12 +13,15 @@ templates can link back to the console.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 import httpx
+import trio
 
 from postee.rego import gojson
 from postee.rego.engine import UNDEFINED, RegoCompileError, RegoError, RegoEvalError
@@ -26,7 +29,15 @@ from postee.rego.library import TemplateLibrary, TemplateLibraryError
 from postee.rego.pool import QuerySpec, RegoPool
 
 URL_FETCH_TIMEOUT = 30.0
-"""Seconds to fetch a `url:` template at load time."""
+"""Seconds to fetch a `url:` template at load time (the whole download, redirects included)."""
+
+MAX_TEMPLATE_BYTES = 1024 * 1024
+"""Largest `url:` template read (the bundled ones are a few KiB); past it the download is abandoned."""
+
+MAX_TEMPLATE_REDIRECTS = 5
+"""Redirects followed for a `url:` template, each one checked like the URL itself."""
+
+_LOOPBACK_NAMES = ("localhost", "localhost.")
 
 OWNERS_KEY = "application_scope_owners"
 OWNERS_SEPARATOR = ";"
@@ -151,19 +162,92 @@ def augment_event(event: Mapping[str, Any], aqua_server: str = "") -> dict[str, 
     return augmented
 
 
-async def fetch_template(url: str, client: httpx.AsyncClient | None = None) -> str:
-    """Download a `url:` template once (status > 399 is an error, like Postee)."""
+async def fetch_template(url: str, client: httpx.AsyncClient | None = None, *, name: str | None = None) -> str:
+    """Download a `url:` template once (status > 399 is an error, like Postee).
+
+    Bounded, because the URL's server decides what we read: https only (plain http only to a loopback
+    host, as for a template served beside the node), each redirect checked the same way before it is
+    followed, and the body read as a stream and abandoned past `MAX_TEMPLATE_BYTES`, all within
+    `URL_FETCH_TIMEOUT` (a server dripping bytes cannot hold the load). Errors name the template
+    (`name`) and the URL.
+    """
+    what = f"template {name!r}: " if name else ""
     try:
-        if client is None:
-            async with httpx.AsyncClient(timeout=URL_FETCH_TIMEOUT, follow_redirects=True) as own:
-                response = await own.get(url)
-        else:
-            response = await client.get(url)
+        with trio.fail_after(URL_FETCH_TIMEOUT):
+            return await _fetch(url, client, what)
+    except trio.TooSlowError:
+        raise TemplateError(f"{what}cannot fetch {url}: no complete answer within {URL_FETCH_TIMEOUT:g}s") from None
+
+
+async def _fetch(url: str, client: httpx.AsyncClient | None, what: str) -> str:
+    current = url
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            if client is None:
+                client = await stack.enter_async_context(httpx.AsyncClient(timeout=URL_FETCH_TIMEOUT))
+            for _ in range(MAX_TEMPLATE_REDIRECTS + 1):
+                _check_template_url(current, url, what)
+                async with client.stream("GET", current, follow_redirects=False) as response:
+                    if response.is_redirect and "location" in response.headers:
+                        current = str(response.url.join(response.headers["location"]))
+                        continue
+                    if response.status_code > 399:
+                        raise TemplateError(f"{what}cannot fetch {_hop(url, current)}: HTTP {response.status_code}")
+                    body = await _read_capped(response, f"{what}the download of {_hop(url, current)}")
+                    return _decode(body, response.charset_encoding)
+            raise TemplateError(f"{what}cannot fetch {url}: more than {MAX_TEMPLATE_REDIRECTS} redirects")
     except httpx.HTTPError as exc:
-        raise TemplateError(f"cannot fetch template from {url}: {exc}") from None
-    if response.status_code > 399:
-        raise TemplateError(f"cannot fetch template from {url}: HTTP {response.status_code}")
-    return response.text
+        raise TemplateError(f"{what}cannot fetch {_hop(url, current)}: {exc}") from None
+
+
+def _decode(body: bytes, charset: str | None) -> str:
+    try:
+        return body.decode(charset or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know: Rego sources are UTF-8 anyway
+        return body.decode("utf-8", errors="replace")
+
+
+def _hop(url: str, current: str) -> str:
+    return url if current == url else f"{url} (redirected to {current})"
+
+
+def _check_template_url(current: str, url: str, what: str) -> None:
+    """https anywhere; http only to a loopback host (a literal loopback address or `localhost`)."""
+    try:
+        parsed = httpx.URL(current)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise TemplateError(f"{what}invalid URL {_hop(url, current)}: {exc}") from None
+    if parsed.scheme == "https":
+        return
+    if parsed.scheme == "http" and _is_loopback(parsed.host):
+        return
+    raise TemplateError(
+        f"{what}refusing to fetch {_hop(url, current)}: templates are fetched over https only "
+        "(plain http only from a loopback host such as 127.0.0.1 or localhost)"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: what it resolves to is not checked, so it does not count as loopback
+
+
+async def _read_capped(response: httpx.Response, what: str) -> bytes:
+    limit = f"{MAX_TEMPLATE_BYTES // (1024 * 1024)} MiB"
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_TEMPLATE_BYTES:
+        raise TemplateError(f"{what} is {int(declared)} bytes, over the {limit} a template may have")
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_TEMPLATE_BYTES:
+            raise TemplateError(f"{what} was abandoned past {limit}: a template may have {limit} at most")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def load_template(
@@ -176,7 +260,7 @@ async def load_template(
         modules = library.with_common(f"template-{spec.name}.rego", spec.body)
         return Template(spec.name, "body", QuerySpec.build(modules, "data"), True)
     if spec.url:
-        source = await fetch_template(spec.url, client)
+        source = await fetch_template(spec.url, client, name=spec.name)
         modules = library.with_common(spec.url, source)
         return Template(spec.name, f"url {spec.url}", QuerySpec.build(modules, "data"), True)
     if spec.rego_package:

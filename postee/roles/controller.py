@@ -1,6 +1,6 @@
 """Controller role: the node that owns the configuration, serves runners, and sees every event.
 
-On the bus it answers `postee.config` with each runner's slice, takes the events and execution
+On the bus it answers each runner's config request with its slice, takes the events and execution
 reports runners send (acknowledging each once it is safely queued, processing each event id at
 most once), keeps a registry of runners from their heartbeats, and tells runners when the
 configuration is reloaded. Locally it is a `Node` that runs only the actions without `runs-on`:
@@ -14,6 +14,11 @@ node has built and swapped in its pipeline, so a rejected reload changes nothing
 A runner that missed the announcement (cut off during the reload, a lost message) still converges:
 its heartbeats carry its slice version, and when that is not its current one the controller tells it
 on its own subject, at most once per heartbeat.
+
+Who a message is from is the subject it came on (`postee.runner.<name>.<kind>`), which the NATS
+server lets only that runner use when it has its own key; a name in a payload or header is never
+believed over it. Names the server does not vouch for (Postee's shared subjects, the shared seed, a
+bus without authentication) are shown as they are on `/runners`, but never become metric labels.
 """
 
 from __future__ import annotations
@@ -34,17 +39,20 @@ from postee.actions.base import ActionSpec
 from postee.bus.protocol import (
     ACK,
     CONFIG_CHANGED_SUBJECT,
-    CONFIG_SUBJECT,
-    EVENTS_SUBJECT,
-    EXECUTIONS_SUBJECT,
+    CONFIG_KIND,
+    EVENTS_KIND,
+    EXECUTIONS_KIND,
     HEADER_CONFIG_VERSION,
     HEADER_EVENT_ID,
     HEADER_ROUTE,
     HEADER_RUNNER,
-    HEARTBEAT_SUBJECT,
+    HEARTBEAT_KIND,
+    LEGACY_SUBJECTS,
     ExecutionReport,
     Heartbeat,
     runner_config_subject,
+    runner_of_subject,
+    runner_subjects_pattern,
 )
 from postee.config import Config, ConfigError, Severity, parse_config
 from postee.config.loader import read_yaml
@@ -52,7 +60,7 @@ from postee.config.runner_slice import config_version, slice_yaml
 from postee.pipeline.events import InvalidEvent, parse_event
 from postee.roles.linked import run_linked
 from postee.roles.node import Node, NodeOptions
-from postee.roles.runners import RunnerRegistry
+from postee.roles.runners import MAX_RUNNERS, RunnerRegistry
 from postee.roles.upstream import HEARTBEAT_INTERVAL
 from postee.supervision import node_supervisor
 
@@ -62,12 +70,17 @@ CONTROLLER_QUEUE = "postee-controllers"
 """Queue group: several controllers on one NATS cluster share runner traffic instead of duplicating it."""
 UNNAMED_RUNNER = "postee-runner"
 """Source name for events from a Postee runner, which sends no name with its events."""
+UNVERIFIED_LABEL = "unverified"
+"""The metrics label of every runner whose name the bus does not vouch for."""
 
 
 @attrs.frozen
 class ControllerOptions:
     node: NodeOptions
     heartbeat_interval: float = HEARTBEAT_INTERVAL
+    verified_runners: frozenset[str] | None = None
+    """Runners whose per-runner subjects only they can use (their own key, on a server enforcing
+    permissions). None: every per-runner subject is trusted (an in-process bus, no outsider on it)."""
 
 
 def controller_local(spec: ActionSpec) -> bool:
@@ -146,6 +159,8 @@ class Controller:
         """The runner's slice of the running configuration, YAML, and its version."""
         cut = self._slices.get(runner)
         if cut is None:
+            if len(self._slices) >= MAX_RUNNERS:
+                self._slices.clear()  # a cache: names that do not exist must not grow it without bound
             text = slice_yaml(self.raw, runner)
             cut = self._slices[runner] = (text, config_version(text))
         return cut
@@ -166,13 +181,14 @@ class Controller:
         """The bus side, one child per subscription, supervised like the pipeline: a crash resubscribes."""
         bus = node_supervisor("controller-bus", node.metrics, stop_grace=self.options.node.stop_grace,
                               fail_fast_on_start=True)
-        for name, subject, handler, queue in (
-            ("config", CONFIG_SUBJECT, self._on_config_request, ""),
-            ("events", EVENTS_SUBJECT, self._on_event, CONTROLLER_QUEUE),
-            ("executions", EXECUTIONS_SUBJECT, self._on_execution, CONTROLLER_QUEUE),
-            ("heartbeats", HEARTBEAT_SUBJECT, self._on_heartbeat, ""),
+        for kind, name, handler, queue in (
+            (CONFIG_KIND, "config", self._on_config_request, ""),
+            (EVENTS_KIND, "events", self._on_event, CONTROLLER_QUEUE),
+            (EXECUTIONS_KIND, "executions", self._on_execution, CONTROLLER_QUEUE),
+            (HEARTBEAT_KIND, "heartbeats", self._on_heartbeat, ""),
         ):
-            bus.add(functools.partial(self._serve, subject, handler, queue), name=name)
+            bus.add(functools.partial(self._serve, runner_subjects_pattern(kind), handler, queue), name=name)
+            bus.add(functools.partial(self._serve, LEGACY_SUBJECTS[kind], handler, queue), name=f"postee-{name}")
         return bus
 
     def request_stop(self) -> None:
@@ -197,9 +213,35 @@ class Controller:
         if message.reply:
             await self.transport.respond(message, data, headers=headers)
 
+    # -- senders -------------------------------------------------------------------------------
+    def _sender(self, message: Message, claimed: str | None) -> str | None:
+        """Who sent `message`: the runner its subject belongs to; on Postee's shared subjects, the name
+        it claims (unverified). None: it claims the name of a runner that has its own key, which that
+        runner never does there (its slice, its event ids, its counts are not for whoever says its name)."""
+        name = runner_of_subject(message.subject)
+        if name is not None:
+            return name
+        name = claimed or UNNAMED_RUNNER
+        verified = self.options.verified_runners
+        if verified is not None and name in verified:
+            log.warning("message refused: it claims the name of a runner with its own key on Postee's shared "
+                        "subject", subject=message.subject, runner=name)
+            return None
+        return name
+
+    def _label(self, message: Message, runner: str) -> str:
+        """`runner` as a metrics label, if the bus vouches for it; `unverified` otherwise (a label must
+        not be chosen by whoever can reach the bus)."""
+        if runner_of_subject(message.subject) is None:
+            return UNVERIFIED_LABEL
+        verified = self.options.verified_runners
+        return runner if verified is None or runner in verified else UNVERIFIED_LABEL
+
     # -- handlers ------------------------------------------------------------------------------
     async def _on_config_request(self, message: Message) -> None:
-        runner = message.data.decode("utf-8", errors="replace").strip()
+        runner = self._sender(message, message.data.decode("utf-8", errors="replace").strip())
+        if runner is None:
+            return  # no answer: the request times out
         text, version = self.slice_for(runner)
         self.registry.config_fetched(runner, version)
         log.info("configuration sent to runner", runner=runner, version=version)
@@ -208,7 +250,10 @@ class Controller:
     async def _on_event(self, message: Message) -> None:
         node = self.node
         assert node is not None and node.store is not None
-        runner = message.headers.get(HEADER_RUNNER) or UNNAMED_RUNNER
+        runner = self._sender(message, message.headers.get(HEADER_RUNNER))
+        if runner is None:
+            await self._reply(message, ACK)  # a forgery: taken and dropped, so it is not resent
+            return
         event_id = message.headers.get(HEADER_EVENT_ID)
         key = f"{runner}:{event_id}" if event_id else None
         try:
@@ -228,7 +273,7 @@ class Controller:
             await self._reply(message, ACK)  # processed before; the earlier acknowledgement was lost
             return
         self.registry.event(runner)
-        node.metrics.runner_events.labels(runner).inc()
+        node.metrics.runner_events.labels(self._label(message, runner)).inc()
         await self._reply(message, ACK)
 
     async def _on_execution(self, message: Message) -> None:
@@ -240,12 +285,19 @@ class Controller:
             log.warning("invalid execution report dropped", error=str(exc))
             await self._reply(message, ACK)
             return
+        sender = self._sender(message, report.runner)
+        if sender is None:
+            await self._reply(message, ACK)
+            return
+        report = attrs.evolve(report, runner=sender)
         report_id = message.headers.get(HEADER_EVENT_ID)
         if report_id is None or await node.store.mark_processed(f"{report.runner}:{report_id}"):
             self.registry.execution(report)
             status = "ok" if report.ok else "failed"
-            node.metrics.runner_executions.labels(report.runner, report.action, status).inc()
-            node.metrics.runner_execution_seconds.labels(report.runner).observe(report.duration)
+            label = self._label(message, report.runner)
+            action = report.action if label != UNVERIFIED_LABEL else UNVERIFIED_LABEL
+            node.metrics.runner_executions.labels(label, action, status).inc()
+            node.metrics.runner_execution_seconds.labels(label).observe(report.duration)
             log.info("runner execution", runner=report.runner, route=report.route, action=report.action,
                      event_id=report.event_id, ok=report.ok, error=report.error)
         await self._reply(message, ACK)
@@ -255,11 +307,17 @@ class Controller:
             beat = Heartbeat.from_json(message.data)
         except (ValueError, TypeError):
             return
+        sender = self._sender(message, beat.runner)
+        if sender is None:
+            return
+        beat = attrs.evolve(beat, runner=sender)
         self.registry.heartbeat(beat)
         if self.registry.should_tell(beat.runner):
             # It missed the announcement (or could not use it): tell it alone, on its own subject.
             version = self.slice_version(beat.runner)
             repeat = self._told.get(beat.runner) == version
+            if len(self._told) >= MAX_RUNNERS:
+                self._told.clear()  # only the log's "said once" memory: bounded like the registry
             self._told[beat.runner] = version
             (log.debug if repeat else log.info)("runner behind the configuration; telling it", runner=beat.runner,
                                                 runs=beat.config_version, current=version)

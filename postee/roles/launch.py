@@ -11,10 +11,17 @@ With TLS the controller does not dial its own server with the operator's files: 
 certificates are required, presents an ephemeral one (`postee.bus.local_link`). The embedded
 server's files live beside the store (`<PATH_TO_DB>.nats/`): its per-run directories and the pid
 file by which a restarted controller stops a server left from its previous life.
+
+Identity on the embedded server (`postee.bus.permissions`): when the bus has NKey users (a shared
+seed, runner keys), the controller connects with a key of its own, made fresh at every start and held
+in memory only, and it alone may answer config requests, read runners' reports and announce changes;
+each runner of the runner keys file may act only as itself. A bus without any authentication is
+refused on an address other than loopback unless the operator says `--insecure-bus`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import partial
 from pathlib import Path
@@ -26,7 +33,11 @@ import trio
 from actors import TransportAuthError, TransportUnavailable, one_error
 from postee.bus.local_link import LocalLinkTLS, local_link_tls
 from postee.bus.nats_transport import connect_nats_transport, open_nats_transport
-from postee.bus.server import DEFAULT_URL, NatsServer, NatsServerOptions, serve_nats_server
+from postee.bus.nkeys_util import new_user_seed, public_key_from_seed
+from postee.bus.protocol import runner_inbox_prefix
+from postee.bus.runner_keys import RunnerKeysError, read_runner_keys
+from postee.bus.server import DEFAULT_URL, NatsServer, NatsServerConfigError, NatsServerOptions, serve_nats_server
+from postee.bus.server_options import parse_listen_url
 from postee.roles.controller import Controller, ControllerOptions
 from postee.roles.node import NodeOptions
 from postee.roles.runner import Runner, RunnerOptions
@@ -59,6 +70,59 @@ class LinkOptions:
     seed_file: str | None = attrs.field(default=None, converter=_file)
     nats_url: str | None = None
     """Controller only: join this existing NATS server/cluster instead of starting one."""
+    runner_keys: str | None = attrs.field(default=None, converter=_file)
+    """Controller only: the runner keys file (`postee.bus.runner_keys`): each runner's own NKey."""
+    insecure_bus: bool = False
+    """Controller only: allow a bus without authentication on an address other than loopback."""
+
+
+SHARED_SEED_WARNING = (
+    "runners share one NKey seed (--controller-seed-file): any holder of it can fetch any runner's "
+    "configuration (with that runner's secrets), report events and executions under any runner's name "
+    "and read the replies sent to other shared-seed runners; it cannot answer configuration requests or "
+    "announce changes. Give each runner its own key (postee nkey --name NAME FILE; "
+    "--controller-runner-keys) to close this"
+)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bus_security(link: LinkOptions) -> None:
+    """Refuse an embedded bus that anyone on the network could use; warn about what weaker modes allow."""
+    if link.nats_url:
+        log.warning("joining an existing NATS server: who may publish or subscribe where is that server's "
+                    "configuration (see the README's security model for the permissions to give)",
+                    runner_keys_ignored=bool(link.runner_keys))
+        return
+    host, _ = parse_listen_url(link.url)
+    authenticated = bool(link.seed_file or link.runner_keys or link.ca_root)
+    if not authenticated:
+        if not _is_loopback(host):
+            if not link.insecure_bus:
+                raise NatsServerConfigError(
+                    f"the controller's bus would listen on {host} with no authentication: anyone who can reach "
+                    "it could fetch every runner's configuration and secrets, and send runners configurations "
+                    "that run commands. Give runners keys (--controller-runner-keys, made with 'postee nkey'), "
+                    "a shared seed (--controller-seed-file) or client certificates (--controller-ca-root), "
+                    "listen on 127.0.0.1, or pass --insecure-bus to run it open anyway"
+                )
+            log.warning("the controller's bus has no authentication (--insecure-bus): anyone who can reach it "
+                        "can act as the controller or as any runner", host=host)
+        else:
+            log.warning("the controller's bus has no authentication: any local process can act as the "
+                        "controller or as any runner", host=host)
+    elif link.seed_file:
+        log.warning(SHARED_SEED_WARNING)
+    elif not link.runner_keys:
+        log.warning("runners are authenticated by client certificate only: every certificate from the CA root "
+                    "may act as the controller or as any runner; give runners keys (--controller-runner-keys)")
 
 
 def server_dir(node: NodeOptions) -> Path:
@@ -75,6 +139,17 @@ async def _local_link(link: LinkOptions, directory: Path) -> LocalLinkTLS | None
     return await trio.to_thread.run_sync(make)
 
 
+async def _runner_keys(link: LinkOptions) -> tuple[tuple[str, str], ...]:
+    if not link.runner_keys:
+        return ()
+    try:
+        keys = await trio.to_thread.run_sync(read_runner_keys, link.runner_keys)
+    except RunnerKeysError as exc:
+        raise NatsServerConfigError(str(exc)) from None
+    log.info("runners with their own key", runners=[name for name, _ in keys])
+    return keys
+
+
 async def run_controller(node: NodeOptions, link: LinkOptions, *,
                          task_status: trio.TaskStatus[Controller] = trio.TASK_STATUS_IGNORED) -> None:
     """Start (or join) the NATS server, connect to it, run the controller; one exception on failure."""
@@ -83,9 +158,19 @@ async def run_controller(node: NodeOptions, link: LinkOptions, *,
             server: NatsServer | None = None
             transport_tls: dict[str, object] = {"tls_ca": link.ca_root, "tls_cert": link.tls_cert,
                                                 "tls_key": link.tls_key}
+            nkey_seed: bytes | None = None
+            verified: frozenset[str] = frozenset()
+            check_bus_security(link)
             if link.nats_url:
                 client_url = link.nats_url
             else:
+                runner_keys = await _runner_keys(link)
+                controller_keys: tuple[str, ...] = ()
+                if link.seed_file or runner_keys:
+                    # the controller's own identity: made now, held in memory, the only full-permission user
+                    nkey_seed = new_user_seed()
+                    controller_keys = (public_key_from_seed(nkey_seed),)
+                    verified = frozenset(name for name, _ in runner_keys)
                 directory = server_dir(node)
                 server_options = NatsServerOptions(  # checks the flags before anything starts
                     url=link.url,
@@ -93,6 +178,8 @@ async def run_controller(node: NodeOptions, link: LinkOptions, *,
                     tls_key=link.tls_key,
                     ca_root=link.ca_root,
                     seed_files=[link.seed_file] if link.seed_file else [],
+                    controller_nkeys=controller_keys,
+                    runner_nkeys=runner_keys,
                     work_dir=directory,
                     pid_file=directory / PID_FILE_NAME,
                 )
@@ -103,10 +190,13 @@ async def run_controller(node: NodeOptions, link: LinkOptions, *,
                 server = NatsServer(server_options)
                 client_url = await nursery.start(partial(serve_nats_server, server_options, server=server))
                 log.info("nats-server ready", url=link.url)
+            seed_options: dict[str, object] = (
+                {"nkey_seed": nkey_seed} if nkey_seed is not None else {"nkey_seed_file": link.seed_file}
+            )
             async with open_nats_transport(
-                client_url, name="postee-controller", nkey_seed_file=link.seed_file, **transport_tls,
+                client_url, name="postee-controller", **seed_options, **transport_tls,
             ) as transport:
-                controller = Controller(ControllerOptions(node), transport)
+                controller = Controller(ControllerOptions(node, verified_runners=verified), transport)
                 controller.nats_server = server
                 await controller.run(task_status=task_status)
             nursery.cancel_scope.cancel()
@@ -122,7 +212,7 @@ async def run_runner(node: NodeOptions, link: LinkOptions, name: str, *, backoff
                 try:
                     transport = await connect_nats_transport(
                         nursery, link.url, name=f"postee-runner-{name}", tls_ca=link.ca_root, tls_cert=link.tls_cert,
-                        tls_key=link.tls_key, nkey_seed_file=link.seed_file,
+                        tls_key=link.tls_key, nkey_seed_file=link.seed_file, inbox_prefix=runner_inbox_prefix(name),
                     )
                     break
                 except TransportAuthError as exc:

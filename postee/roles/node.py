@@ -27,21 +27,22 @@ import math
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from typing import Any
 
 import attrs
 import structlog
 import trio
 
-from actors import MailboxClosed, MailboxStats, one_error
+from actors import AskTimeout, MailboxClosed, MailboxStats, one_error
 from postee.actions.base import ActionSpec
 from postee.config import Config, ConfigError, load_config
 from postee.metrics import Metrics
 from postee.pipeline.action_actor import Execution
 from postee.pipeline.build import Pipeline, PipelineError, build_pipeline, drain, runs_everything
-from postee.pipeline.events import Event, RecentEvents
+from postee.pipeline.events import RECENT_EVENTS_BYTES, Event, RecentEvents
 from postee.pipeline.ledger import Ledger
+from postee.pipeline.route_actor import RouteOutcome
 from postee.pipeline.router import DEFAULT_INTAKE_CAPACITY
 from postee.rego.library import TemplateLibrary
 from postee.rego.pool import RegoPool, open_rego_pool
@@ -50,7 +51,14 @@ from postee.store.maintenance import serve_checkpoints, serve_maintenance
 from postee.store.owner import own_store
 from postee.store.sqlite import open_store
 from postee.supervision import DEFAULT_STOP_GRACE
-from postee.web.app import DEFAULT_MAX_BODY, PosteeApp
+from postee.web.app import (
+    DEFAULT_MAX_BODY,
+    DEFAULT_TENANT_CONCURRENCY,
+    DEFAULT_TENANT_TIMEOUT,
+    PosteeApp,
+    RouteTimedOut,
+    RouteUnavailable,
+)
 from postee.web.selfsigned import ensure_self_signed
 from postee.web.server import serve_app
 
@@ -58,6 +66,8 @@ log = structlog.get_logger("postee.node")
 
 ENV_API_KEY = "POSTEE_API_KEY"
 ENV_INGEST_TOKEN = "POSTEE_INGEST_TOKEN"
+ENV_OPEN_EVENTS = "POSTEE_OPEN_EVENTS"
+"""Set to 1 (or `--open-events`), `GET /events` is as open as the webhook, as in Postee."""
 ENV_VOLATILE_INTAKE = "POSTEE_BENCH_VOLATILE_INTAKE"
 """Set to 1, events are not recorded before they are answered (lost on a crash): for `bench/durability.py`,
 which measures what durable intake costs against this. Not a mode to run in."""
@@ -84,10 +94,20 @@ class NodeOptions:
     environ: Mapping[str, str] = attrs.field(factory=lambda: dict(os.environ))
     durable_intake: bool = True
     """Record accepted events before answering (off only for benchmarks; see `ENV_VOLATILE_INTAKE`)."""
+    open_events: bool = False
+    """`GET /events` without the API key, as open as the webhook (Postee's); also `ENV_OPEN_EVENTS`."""
+    recent_events_bytes: int = RECENT_EVENTS_BYTES
+    """Memory the events behind `GET /events` may take together (the oldest go first)."""
+    tenant_timeout: float = DEFAULT_TENANT_TIMEOUT
+    tenant_concurrency: int = DEFAULT_TENANT_CONCURRENCY
 
     @property
     def durable(self) -> bool:
         return self.durable_intake and self.environ.get(ENV_VOLATILE_INTAKE, "") not in ("1", "true")
+
+    @property
+    def events_open(self) -> bool:
+        return self.open_events or self.environ.get(ENV_OPEN_EVENTS, "").lower() in ("1", "true", "yes")
 
 
 class Node:
@@ -109,7 +129,7 @@ class Node:
         recorded (with its report)."""
         self.options = options
         self.metrics = Metrics()
-        self.recent = RecentEvents()
+        self.recent = RecentEvents(max_bytes=options.recent_events_bytes)
         self.is_local = is_local
         self._load = load or self._load_file
         self.on_accepted = on_accepted
@@ -193,7 +213,11 @@ class Node:
     async def _serve_web(self, task_status: trio.TaskStatus[Node]) -> None:
         """Run the listeners until a stop is requested; returns once they stopped accepting."""
         opts = self.options
-        app = PosteeApp(self, max_body=opts.max_body)
+        app = PosteeApp(self, max_body=opts.max_body, tenant_timeout=opts.tenant_timeout,
+                        tenant_concurrency=opts.tenant_concurrency, open_events=opts.events_open)
+        if opts.events_open:
+            log.warning("GET /events is open (--open-events / POSTEE_OPEN_EVENTS): whoever may send events "
+                        "may read every recent event")
         web_stop = trio.Event()
         async with trio.open_nursery() as web:
             self.urls = await web.start(_serve, app, opts.http_bind, None, None, web_stop)
@@ -411,21 +435,37 @@ class Node:
 
     def _count(self, event: Event) -> None:
         self.recent.add(event)
-        self.metrics.events_received.labels(event.source).inc()
+        # `webhook` or `runner`: a runner's name may come from whoever reaches the bus, and a metrics label
+        # must not be chosen by outside input (per-runner counts are `postee_runner_events`, verified names)
+        self.metrics.events_received.labels("webhook" if event.source == "webhook" else "runner").inc()
 
     def route_names(self) -> list[str]:
         return list(self.pipeline.routes) if self.pipeline else []
 
-    async def run_route(self, route: str, event: Event, *, timeout: float) -> dict[str, Any]:
+    async def run_route(self, route: str, event: Event, *, timeout: float, detailed: bool = False) -> dict[str, Any]:
         """`POST /tenant/{route}`: run one route now and wait for it. The event is reported upstream
         first (on a runner), naming its route; it is not recorded for a replay: the answer comes only
-        once the route is done, so a client that got no answer sends it again."""
-        assert self.pipeline is not None
+        once the route is done, so a client that got no answer sends it again.
+
+        Without `detailed` (a caller without the API key) the answer says what happened, not what the
+        actions said: no output, no error messages (a script's output can hold anything). Raises
+        `RouteTimedOut` past `timeout`, `RouteUnavailable` when the node is stopping.
+        """
+        pipeline = self.pipeline
+        if pipeline is None or self._stop_requested.is_set():
+            raise RouteUnavailable("the node is stopping")
+        if route not in pipeline.routes:  # removed by a reload since the web layer looked
+            raise RouteUnavailable(f"the route {route!r} was just reloaded away")
         event = attrs.evolve(event, route=route)
         self._count(event)
         await self._report_now(event)
-        outcome = await self.pipeline.run_route(route, event, timeout=timeout)
-        return outcome.as_dict()
+        try:
+            outcome = await pipeline.run_route(route, event, timeout=timeout)
+        except AskTimeout:
+            raise RouteTimedOut(route) from None
+        except MailboxClosed:
+            raise RouteUnavailable("the node is stopping or reloading") from None
+        return tenant_answer(outcome, detailed=detailed)
 
     def recent_events_json(self) -> str:
         return self.recent.to_json()
@@ -446,9 +486,31 @@ class Node:
         )
         return ready, {"checks": checks}
 
+    def extra_paths(self) -> Collection[str]:
+        return self.extra_endpoints.keys()
+
     def extra_get(self, path: str) -> str | None:
         handler = self.extra_endpoints.get(path)
         return handler() if handler else None
+
+
+def tenant_answer(outcome: RouteOutcome, *, detailed: bool) -> dict[str, Any]:
+    """The JSON of a `/tenant` run: in full (with each action's output) for the API key, else only
+    whether the route matched, why it dropped the event, and whether each action succeeded."""
+    if detailed:
+        answer = outcome.as_dict()
+        for report in outcome.reports:
+            answer["actions"][report.action]["output"] = report.output
+        return answer
+    dropped = outcome.dropped
+    if dropped is not None and dropped.startswith("error"):
+        dropped = "error"  # the message may quote the event or the template: the API key shows it
+    return {
+        "route": outcome.route,
+        "matched": outcome.matched,
+        "dropped": dropped,
+        "actions": {r.action: {"ok": r.ok, "attempts": r.attempts} for r in outcome.reports},
+    }
 
 
 async def _serve(app: PosteeApp, bind: str, certfile: str | None, keyfile: str | None, stop: trio.Event, *,

@@ -13,6 +13,9 @@ import attrs
 from postee.bus.protocol import ExecutionReport, Heartbeat
 
 RECENT_EXECUTIONS = 1000
+MAX_RUNNERS = 1000
+"""Runners the registry remembers; past it the longest silent one is forgotten (names that reach it
+unverified, through the shared seed or Postee's subjects, must not grow it without bound)."""
 STALE_AFTER_BEATS = 3
 """A runner unheard of for this many heartbeat intervals is `stale`..."""
 GONE_AFTER_BEATS = 12
@@ -62,6 +65,8 @@ class RunnerRegistry:
         now, wall = self.clock(), self.wall_clock()
         info = self.runners.get(name)
         if info is None:
+            if len(self.runners) >= MAX_RUNNERS:
+                del self.runners[min(self.runners.values(), key=lambda i: i.last_seen).name]
             info = self.runners[name] = RunnerInfo(name, now, now, wall)
         info.last_seen, info.last_seen_wall = now, wall
         return info

@@ -29,18 +29,20 @@ from actors.transport import Transport
 from postee.bus.protocol import (
     ACK,
     CONFIG_CHANGED_SUBJECT,
-    CONFIG_SUBJECT,
-    EVENTS_SUBJECT,
-    EXECUTIONS_SUBJECT,
+    CONFIG_KIND,
+    EVENTS_KIND,
+    EXECUTIONS_KIND,
     HEADER_CONFIG_VERSION,
     HEADER_EVENT_ID,
     HEADER_ROUTE,
     HEADER_RUNNER,
-    HEARTBEAT_SUBJECT,
+    HEARTBEAT_KIND,
+    LEGACY_SUBJECTS,
     OUTPUT_EXCERPT,
     ExecutionReport,
     Heartbeat,
     runner_config_subject,
+    runner_subject,
 )
 from postee.config import Config, ConfigError, Severity, parse_config
 from postee.config.env import UnsetSecret, disable_unset
@@ -111,7 +113,8 @@ async def request_slice(transport: Transport, runner: str, backoff: Backoff = DE
     delay = backoff.initial
     while True:
         try:
-            reply = await transport.request(CONFIG_SUBJECT, runner.encode(), timeout=BOOTSTRAP_TIMEOUT)
+            reply = await transport.request(runner_subject(runner, CONFIG_KIND), runner.encode(),
+                                            timeout=BOOTSTRAP_TIMEOUT)
         except TransportAuthError as exc:
             raise RunnerFatal(f"the controller refused this runner: {exc}") from None
         except TransportError as exc:
@@ -192,7 +195,7 @@ class Upstream:
         headers = {HEADER_RUNNER: self.runner, HEADER_EVENT_ID: event.id}
         if event.route is not None:
             headers[HEADER_ROUTE] = event.route
-        return OutboxMessage(EVENTS_SUBJECT, event.text.encode(), headers)
+        return OutboxMessage(runner_subject(self.runner, EVENTS_KIND), event.text.encode(), headers)
 
     async def event_reported(self, event: Event) -> None:
         """The event's report is in the outbox: count it and wake the drain."""
@@ -216,7 +219,7 @@ class Upstream:
         # A fresh id per report (kept in the outbox, so a resend carries the same one): event ids
         # repeat for aggregated sends, and one event may run the same action again after a reload.
         headers = {HEADER_RUNNER: self.runner, HEADER_EVENT_ID: f"exec:{uuid.uuid4().hex}"}
-        await self.store.outbox_add(EXECUTIONS_SUBJECT, report.to_json(), headers)
+        await self.store.outbox_add(runner_subject(self.runner, EXECUTIONS_KIND), report.to_json(), headers)
         self.executions_reported += 1
         self._wake.set()
 
@@ -244,8 +247,8 @@ class Upstream:
                 continue
             for item in items:
                 try:
-                    reply = await self.transport.request(item.subject, item.payload, headers=item.headers,
-                                                         timeout=REQUEST_TIMEOUT)
+                    reply = await self.transport.request(self._subject_of(item.subject), item.payload,
+                                                         headers=item.headers, timeout=REQUEST_TIMEOUT)
                 except TransportError as exc:
                     log.info("controller unreachable; outbox kept", pending=len(items), retry_in=delay,
                              error=str(exc) or type(exc).__name__)
@@ -265,6 +268,14 @@ class Upstream:
                     break
                 self.sent += 1
                 delay = self.backoff.initial
+
+    def _subject_of(self, stored: str) -> str:
+        """Where an outbox message goes: one stored by an older version under Postee's shared subject
+        goes on this runner's own (the only one its key may use)."""
+        for kind, legacy in LEGACY_SUBJECTS.items():
+            if stored == legacy:
+                return runner_subject(self.runner, kind)
+        return stored
 
     async def _outbox_count(self) -> int:
         try:
@@ -288,7 +299,7 @@ class Upstream:
                 problems=self.problems,
             )
             try:
-                await self.transport.publish(HEARTBEAT_SUBJECT, beat.to_json())
+                await self.transport.publish(runner_subject(self.runner, HEARTBEAT_KIND), beat.to_json())
             except TransportError as exc:
                 log.debug("heartbeat not sent", error=str(exc) or type(exc).__name__)
             await trio.sleep(interval)

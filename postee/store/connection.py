@@ -14,6 +14,7 @@ from pathlib import Path
 
 from postee.store.errors import StoreCorrupt, StoreError
 from postee.store.paths import DEFAULT_DB_PATH, PATH_ENV_VAR
+from postee.store.private import make_private, make_private_dirs, narrow_side_files
 from postee.store.schema import MIGRATIONS, Migration, SchemaTooNew, migrate
 
 BUSY_TIMEOUT_MS = 5_000
@@ -53,6 +54,8 @@ def corrupt_error(path: str | os.PathLike[str], exc: sqlite3.Error) -> StoreCorr
 def open_connection(path: str | os.PathLike[str], migrations: Sequence[Migration] = MIGRATIONS) -> sqlite3.Connection:
     """Create the parent directory, open the file, set the pragmas and bring the schema up to date.
 
+    The directory is created 0700 and the file is made 0600 (`postee.store.private`): it holds the API key.
+
     The connection is in autocommit mode (`isolation_level=None`): each single statement is its own
     short transaction and multi-statement operations open an explicit `BEGIN IMMEDIATE`, so no
     implicit transaction stays open between calls holding the WAL snapshot. `check_same_thread` is
@@ -61,14 +64,7 @@ def open_connection(path: str | os.PathLike[str], migrations: Sequence[Migration
     """
     name = os.fspath(path)
     if name != MEMORY:
-        parent = Path(name).parent
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(
-                f"cannot create the directory {str(parent)!r} for the database {name!r} "
-                f"({exc.strerror or exc}); {_HINT}"
-            ) from exc
+        _prepare_private(name)
     try:
         conn = sqlite3.connect(name, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
@@ -88,6 +84,25 @@ def open_connection(path: str | os.PathLike[str], migrations: Sequence[Migration
         conn.close()
         raise
     return conn
+
+
+def _prepare_private(name: str) -> None:
+    """The directory (0700 when created) and an existing or empty database file, 0600, before SQLite
+    opens it: SQLite would create the file 0644 minus the umask, and its `-wal`/`-shm` files copy
+    the database's mode (see `postee.store.private`)."""
+    parent = Path(name).parent
+    try:
+        make_private_dirs(parent)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create the directory {str(parent)!r} for the database {name!r} "
+            f"({exc.strerror or exc}); {_HINT}"
+        ) from exc
+    try:
+        make_private(name)
+    except OSError as exc:
+        raise StoreError(f"cannot open the database {name!r} ({exc.strerror or exc}); {_HINT}") from exc
+    narrow_side_files(name)
 
 
 def _configure(conn: sqlite3.Connection) -> None:

@@ -5,6 +5,7 @@ when it stopped. On a store another live node uses (a rolling deploy on a shared
 daemon started by mistake), that would run the other node's in-flight work a second time. The lock
 is `flock` on `<db>.lock`: the kernel drops it when the process dies, SIGKILL included, so a stale
 lock never keeps a restarted node out. Short-lived readers (`postee apikey`) do not take it.
+The lock file and a directory created for it are private, like the store (`postee.store.private`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from postee.store.errors import StoreError
+from postee.store.private import make_private_dirs, open_private
 
 LOCK_SUFFIX = ".lock"
 
@@ -27,8 +29,8 @@ def own_store(db_path: str | os.PathLike[str]) -> Iterator[None]:
     """
     path = f"{os.fspath(db_path)}{LOCK_SUFFIX}"
     try:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        make_private_dirs(os.path.dirname(path) or ".")
+        fd = open_private(path)
     except OSError as exc:
         raise StoreError(f"cannot create the store's lock file {path}: {exc.strerror}") from None
     try:

@@ -1,7 +1,8 @@
 """A self-signed certificate for the HTTPS listener when none is configured.
 
 Postee ships a fixed certificate; we generate one on first start (next to the database, so it is
-stable across restarts and clients can pin it) and reuse it afterwards.
+stable across restarts and clients can pin it) and reuse it afterwards. The key file is 0600 whatever
+the umask, and is set so again at every start when it exists already.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import ipaddress
 import os
 import socket
 from pathlib import Path
+
+from postee.store.private import make_private, make_private_dirs, open_private
 
 CERT_NAME = "postee-selfsigned.crt"
 KEY_NAME = "postee-selfsigned.key"
@@ -27,8 +30,9 @@ def ensure_self_signed(db_path: str | os.PathLike[str]) -> tuple[str, str]:
     folder = Path(db_path).resolve().parent
     cert_path, key_path = folder / CERT_NAME, folder / KEY_NAME
     if cert_path.exists() and key_path.exists():
+        make_private(key_path)  # a key from an older version, or copied in with a loose mode
         return str(cert_path), str(key_path)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(folder)
     key = ec.generate_private_key(ec.SECP256R1())
     hostname = socket.gethostname()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"postee {hostname}")])
@@ -54,7 +58,7 @@ def ensure_self_signed(db_path: str | os.PathLike[str]) -> tuple[str, str]:
     key_bytes = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = open_private(key_path, os.O_WRONLY | os.O_TRUNC)  # 0600 whatever the umask, also when it existed
     with os.fdopen(fd, "wb") as fh:
         fh.write(key_bytes)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

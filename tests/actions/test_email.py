@@ -570,3 +570,113 @@ async def test_lookup_mx_orders_by_preference():
     async with dns_server(ZONE) as dns:
         hosts = await lookup_mx("x.test", [parse_endpoint(f"127.0.0.1:{dns.port}", 53)], 2.0)
     assert hosts == ["127.0.0.2", "localhost"]
+
+
+# --- recipients taken from event content are bounded (issue #11, finding 5) ---------------------------
+
+EMAIL_LOGGER = "postee.actions.email"
+
+
+def owners_delivery(owners: Any) -> Delivery:
+    return Delivery(content={"title": "t", "description": "d"}, event={"application_scope_owners": owners})
+
+
+async def test_recipients_from_the_event_are_capped(caplog):
+    owners = [f"owner{i}@x{i % 7}.test" for i in range(503)]
+    handler = Handler()
+    async with smtp_server(handler) as server:
+        action = email_action(server.port, recipients=["sec@example.com", OWNER_PLACEHOLDER])
+        with caplog.at_level("WARNING", logger=EMAIL_LOGGER):
+            result = await send(action, owners_delivery(owners))
+    [received] = handler.received
+    assert received.rcpt_tos == ("sec@example.com", *owners[:50])
+    assert "dropped 453 recipient(s) taken from the event" in result.output
+    assert "453 over max-owner-recipients (50)" in caplog.text
+
+
+async def test_owners_are_not_looked_at_without_the_placeholder(caplog):
+    handler = Handler()
+    async with smtp_server(handler) as server:
+        with caplog.at_level("WARNING", logger=EMAIL_LOGGER):
+            result = await send(email_action(server.port), owners_delivery(["bad owner"] * 3 + ["x@y.test"] * 60))
+    assert handler.received[0].rcpt_tos == ("sec@example.com", "ops@example.org")
+    assert "dropped" not in result.output and caplog.text == ""
+
+
+async def test_max_owner_recipients_is_a_setting():
+    handler = Handler()
+    async with smtp_server(handler) as server:
+        action = email_action(server.port, recipients=[OWNER_PLACEHOLDER], **{"max-owner-recipients": 2})
+        await send(action, owners_delivery(["a@x.test", "b@x.test", "c@x.test"]))
+    assert handler.received[0].rcpt_tos == ("a@x.test", "b@x.test")
+
+
+async def test_recipient_domains_drop_event_recipients_elsewhere_but_never_configured_ones(caplog):
+    owners = ["a@example.com", "b@evil.test", "c@team.example.com", "d@EXAMPLE.com", "e@example.com.evil.test"]
+    handler = Handler()
+    async with smtp_server(handler) as server:
+        action = email_action(
+            server.port,
+            recipients=["ops@example.org", OWNER_PLACEHOLDER],
+            **{"recipient-domains": ["example.com", "*.example.com"]},
+        )
+        with caplog.at_level("WARNING", logger=EMAIL_LOGGER):
+            result = await send(action, owners_delivery(owners))
+    [received] = handler.received
+    assert received.rcpt_tos == ("ops@example.org", "a@example.com", "c@team.example.com", "d@EXAMPLE.com")
+    assert "2 outside recipient-domains" in caplog.text and "2 outside recipient-domains" in result.output
+
+
+async def test_no_recipient_left_after_the_domain_filter_is_a_clear_failure():
+    handler = Handler()
+    async with smtp_server(handler) as server:
+        action = email_action(server.port, recipients=[OWNER_PLACEHOLDER], **{"recipient-domains": "example.com"})
+        error = await send_error(action, owners_delivery("a@evil.test;b@evil.test"))
+    assert not error.retryable
+    assert "no recipients" in error.message and "2 outside recipient-domains" in error.message
+    assert handler.data_attempts == 0
+
+
+@pytest.mark.parametrize(
+    "owner",
+    [
+        "a@x.test\r\nRCPT TO:<evil@evil.test>",
+        "a@x.test\nBcc: evil@evil.test",
+        "b@x.test, evil@evil.test",
+        "Evil <evil@evil.test>",
+        "<evil@evil.test>",
+        "evil@evil.test>",
+        '"quoted,local"@evil.test',
+        "no-at-sign",
+        "two@@evil.test",
+        "a@-evil.test",
+        "x" * 65 + "@evil.test",
+    ],
+)
+async def test_an_owner_that_is_not_one_plain_address_is_dropped(owner, caplog):
+    handler = Handler()
+    async with smtp_server(handler) as server:
+        action = email_action(server.port, recipients=["sec@example.com", OWNER_PLACEHOLDER])
+        with caplog.at_level("WARNING", logger=EMAIL_LOGGER):
+            result = await send(action, owners_delivery([owner, "good@x.test"]))
+    [received] = handler.received
+    assert received.rcpt_tos == ("sec@example.com", "good@x.test")
+    message = received.message()
+    assert message["To"] == "sec@example.com, good@x.test"
+    assert message["Bcc"] is None and "evil" not in received.content.decode()
+    assert "1 not a plain e-mail address" in caplog.text and "1 not a plain e-mail address" in result.output
+
+
+def test_recipient_settings_are_checked():
+    found = problems(
+        host="h",
+        sender="a@b.test",
+        recipients=["x@y.test"],
+        **{"recipient-domains": ["example.com", "bad domain", "*.", "a@b.test"], "max-owner-recipients": -1},
+    )
+    assert set(found) == {
+        "recipient-domains[1]",
+        "recipient-domains[2]",
+        "recipient-domains[3]",
+        "max-owner-recipients",
+    }

@@ -7,7 +7,7 @@ import pytest
 import trio
 
 from actors.testing import wait_until
-from postee.actions import ActionError, ActionSpec, Delivery, build_action, send_with_retries
+from postee.actions import ActionConfigError, ActionError, ActionSpec, Delivery, build_action, send_with_retries
 from postee.actions.base import MAX_OUTPUT_CHARS, TRUNCATION_MARK
 
 DESCRIPTION = "CVE-2024-1 found in 'alpine:3.18' — \"quoted\" $NOT_EXPANDED"
@@ -50,11 +50,52 @@ async def test_script_sees_the_event_and_env_and_writes_a_file(tmp_path):
     assert (tmp_path / "env.txt").read_text() == "hello=world"
 
 
-async def test_the_inherited_environment_is_kept_and_postee_event_wins(tmp_path, monkeypatch):
-    monkeypatch.setenv("INHERITED_FOR_TEST", "yes")
-    spec = exec_spec(**{"exec-script": 'echo "$INHERITED_FOR_TEST $POSTEE_EVENT"', "env": ["POSTEE_EVENT=overridden"]})
-    result = await build_action(spec).send(DELIVERY)
-    assert result.output == f"yes {DESCRIPTION}\n"
+def environment_of(output: str) -> dict[str, str]:
+    """`env -0` output as a dict."""
+    return dict(item.split("=", 1) for item in output.split("\0") if item)
+
+
+@pytest.fixture
+def secrets_in_the_environment(monkeypatch):
+    """The process environment of a real deployment: credentials and secrets next to PATH and HOME."""
+    for name, value in {
+        "POSTEE_API_KEY": "api-key-123",
+        "POSTEE_INGEST_TOKEN": "ingest-token-456",
+        "SLACK_WEBHOOK_SECRET": "hooks-secret-789",
+        "AWS_SECRET_ACCESS_KEY": "aws-secret",
+        "INHERITED_FOR_TEST": "yes",
+        "LANG": "C.UTF-8",
+        "HOME": "/home/postee-test",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+async def test_a_script_gets_a_clean_environment(secrets_in_the_environment):
+    spec = exec_spec(**{"exec-script": "env -0", "env": ["GREETING=hello", "POSTEE_EVENT=overridden"]})
+    seen = environment_of((await build_action(spec).send(DELIVERY)).output)
+    seen.pop("PWD", None)  # the shell sets it itself
+    assert seen == {
+        "PATH": os.environ["PATH"],
+        "HOME": "/home/postee-test",
+        "LANG": "C.UTF-8",
+        "GREETING": "hello",
+        "POSTEE_EVENT": DESCRIPTION,  # the event wins over an `env` entry of the same name
+    }
+
+
+async def test_inherit_env_names_the_variables_a_script_may_see(secrets_in_the_environment, monkeypatch):
+    monkeypatch.delenv("HOME")
+    spec = exec_spec(**{"exec-script": "env -0", "inherit-env": ["INHERITED_FOR_TEST", "NOT_SET_ANYWHERE"]})
+    seen = environment_of((await build_action(spec).send(DELIVERY)).output)
+    seen.pop("PWD", None)
+    assert set(seen) == {"PATH", "LANG", "POSTEE_EVENT", "INHERITED_FOR_TEST"}
+    assert seen["INHERITED_FOR_TEST"] == "yes"
+
+
+def test_inherit_env_takes_variable_names():
+    with pytest.raises(ActionConfigError) as info:
+        build_action(exec_spec(**{"exec-script": "true", "inherit-env": ["OK_NAME", "NOT=A NAME", "1X"]}))
+    assert [key for key, _ in info.value.problems] == ["inherit-env[1]", "inherit-env[2]"]
 
 
 async def test_input_file_runs_with_stdout_and_stderr_captured(tmp_path):

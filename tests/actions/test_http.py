@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from postee.actions import ActionError, ActionSpec, Delivery, build_action, send_with_retries
+from postee.actions import ActionConfigError, ActionError, ActionSpec, Delivery, build_action, send_with_retries
+from postee.actions.jsonbody import NotJsonTemplate, compile_json_template
 from postee.values.eventpath import substitute
 from tests.helpers.http_sink import Reply, open_http_sink
 
@@ -178,3 +179,119 @@ def test_keys_may_contain_inner_hyphens():
     assert (
         substitute("at event.input.aqua-server for event.input.image.repo-name-", event) == "at https://aqua for nginx-"
     )
+
+
+# --- event values in a JSON body are data, never JSON syntax (issue #11, finding 2) -----------------
+
+BREAKOUT = 'alpine", "from": "ATTACKER", "x": "'
+HOSTILE_EVENT = {
+    "image": BREAKOUT,
+    "note": 'line one\nline two\r\n\t"quoted" \\ back\u2028slash \u0000 nul',
+    "count": 7,
+    "count_text": "7",
+    "obj": {"a": [1, "two"], "b": None},
+    "flag": True,
+}
+HOSTILE = Delivery(content={"title": "t", "description": "d"}, event=HOSTILE_EVENT)
+
+
+async def sent_body(**settings) -> bytes:
+    """The body the http action sent to a real local server for `HOSTILE`."""
+    async with open_http_sink() as sink:
+        async with build_action(http_spec(sink.url, **settings)) as action:
+            await action.send(HOSTILE)
+        [request] = await sink.wait_for(1)
+    return request.body
+
+
+async def test_a_value_inside_a_json_string_cannot_add_keys_or_break_the_json():
+    template = '{"image": "event.input.image", "from": "postee", "note": "note: event.input.note!"}'
+    body = await sent_body(**{"body-content": template})
+    sent = json.loads(body)  # still JSON, whatever the event held
+    assert list(sent) == ["image", "from", "note"]
+    assert sent["image"] == BREAKOUT
+    assert sent["from"] == "postee"
+    assert sent["note"] == f"note: {HOSTILE_EVENT['note']}!"
+
+
+async def test_a_json_body_file_is_escaped_too(tmp_path):
+    body_file = tmp_path / "body.json"
+    body_file.write_text('[\n  {"image": "event.input.image"},\n  "event.input.note"\n]\n')
+    sent = json.loads(await sent_body(**{"body-file": str(body_file)}))
+    assert sent == [{"image": BREAKOUT}, HOSTILE_EVENT["note"]]
+
+
+async def test_a_placeholder_standing_as_a_json_value_is_inserted_as_that_value():
+    template = """{
+        "image": event.input.image,
+        "count": event.input.count, "count_text": event.input.count_text,
+        "obj": event.input.obj, "flag": event.input.flag,
+        "missing": event.input.no.such.path,
+        "list": [event.input.count, event.input.image],
+        "inside": "obj=event.input.obj count=event.input.count"
+    }"""
+    sent = json.loads(await sent_body(**{"body-content": template}))
+    assert sent == {
+        "image": BREAKOUT,
+        "count": 7,
+        "count_text": "7",
+        "obj": {"a": [1, "two"], "b": None},
+        "flag": True,
+        "missing": None,
+        "list": [7, BREAKOUT],
+        "inside": 'obj={"a":[1,"two"],"b":null} count=7',
+    }
+
+
+async def test_a_json_content_type_with_a_body_that_is_not_json_is_a_config_error():
+    headers = {"Content-Type": ["application/json; charset=utf-8"]}
+    spec = http_spec("http://127.0.0.1:1/", headers=headers, **{"body-content": 'image: "event.input.image"'})
+    with pytest.raises(ActionConfigError) as info:
+        build_action(spec)
+    [(key, message)] = info.value.problems
+    assert key == "body-content"
+    assert "Content-Type" in message and "not a JSON document" in message
+    # without references there is nothing to escape: the body is the user's own business
+    build_action(http_spec("http://127.0.0.1:1/", headers=headers, **{"body-content": "ping"}))
+
+
+async def test_a_body_that_is_not_json_keeps_plain_substitution():
+    body = await sent_body(**{"body-content": "image=event.input.image count=event.input.count"})
+    assert body.decode() == f"image={BREAKOUT} count=7"
+
+
+async def test_header_values_are_never_taken_from_the_event():
+    """Configured header values are sent as written; the description travels base64-encoded, so an
+    event with CR/LF cannot add a header line."""
+    delivery = Delivery(content={"title": "t", "description": "x\r\nX-Injected: yes"}, event=HOSTILE_EVENT)
+    async with open_http_sink() as sink:
+        spec = http_spec(sink.url, headers={"X-Image": ["event.input.image"]})
+        async with build_action(spec) as action:
+            await action.send(delivery)
+        [request] = await sink.wait_for(1)
+    assert request.header("x-image") == "event.input.image"
+    assert request.header("x-injected") is None
+    assert base64.b64decode(request.header("postee-event")).decode() == delivery.description
+
+
+def test_json_template_edges():
+    event = {"image": BREAKOUT, "text": "é\ud800x", "n": 3}
+    escaped = compile_json_template(
+        r'{"say": "\"event.input.image\"", "k-event.input.n": [event.input.n ,event.input.n]}'
+    )
+    assert json.loads(escaped.render(event)) == {"say": f'"{BREAKOUT}"', "k-3": [3, 3]}
+    # a lone surrogate (valid in a JSON event, not in UTF-8) is escaped rather than breaking the body
+    assert json.loads(compile_json_template('{"t": "event.input.text", "v": event.input.text}').render(event)) == {
+        "t": "é\ud800x",
+        "v": "é\ud800x",
+    }
+    not_json = [
+        '{"a": 1} trailing',
+        "event.input.n",
+        '"event.input.image"',
+        '{"a": 1event.input.n}',
+        "{event.input.n: 1}",
+    ]
+    for template in not_json:
+        with pytest.raises(NotJsonTemplate):
+            compile_json_template(template)

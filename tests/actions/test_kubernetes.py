@@ -41,17 +41,38 @@ def pod(name: str, **labels: str) -> dict[str, Any]:
     return {"name": name, "labels": dict(labels), "annotations": {"kept": "yes"}}
 
 
+def selector_terms(selector: str) -> list[str]:
+    """The requirements of a selector: split on the commas outside parentheses, as the API server reads it."""
+    terms, depth, current = [], 0, ""
+    for char in selector:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            terms.append(current)
+            current = ""
+        else:
+            current += char
+    return [term.strip() for term in [*terms, current] if term.strip()]
+
+
 def matches(selector: str, labels: dict[str, str]) -> bool:
-    """Equality-based selectors as the API server reads them (`k=v`, `k==v`, `k!=v`, `k`, `!k`)."""
-    for term in filter(None, (part.strip() for part in selector.split(","))):
-        if "!=" in term:
+    """Label selectors as the API server reads them: `k=v`, `k==v`, `k!=v`, `k`, `!k`, `k in (..)`, `k notin (..)`."""
+    for term in selector_terms(selector):
+        words = term.split(None, 1)
+        if len(words) == 2 and words[1].split("(", 1)[0].strip() in ("in", "notin"):
+            operator, values = words[1].split("(", 1)
+            wanted = {value.strip() for value in values.rstrip(")").split(",")}
+            if operator.strip() == "in":
+                ok = words[0] in labels and labels[words[0]] in wanted
+            else:
+                ok = labels.get(words[0]) not in wanted
+        elif "!=" in term:
             key, value = term.split("!=", 1)
-            ok = labels.get(key) != value
+            ok = labels.get(key.strip()) != value.strip()
         elif "=" in term:
             key, value = term.replace("==", "=").split("=", 1)
-            ok = key in labels and labels[key] == value
+            ok = key.strip() in labels and labels[key.strip()] == value.strip()
         elif term.startswith("!"):
-            ok = term[1:] not in labels
+            ok = term[1:].strip() not in labels
         else:
             ok = term in labels
         if not ok:
@@ -371,21 +392,23 @@ def test_in_cluster_config_outside_a_cluster_is_a_config_error(monkeypatch, tmp_
 
 
 @pytest.mark.parametrize(
-    ("selector", "resolved"),
+    ("selector", "reference", "what"),
     [
-        ("app=event.input.missing", "app="),
-        ("event.input.Context.none", ""),
-        ("app=web,tier=event.input.SigMetadata.Nope", "app=web,tier="),
+        ("app=event.input.missing", "event.input.missing", "value"),
+        ("event.input.Context.none", "event.input.Context.none", "key"),
+        ("app=web,tier=event.input.SigMetadata.Nope", "event.input.SigMetadata.Nope", "value"),
     ],
 )
-async def test_a_selector_resolving_to_empty_selects_nothing(tmp_path, selector, resolved):
+async def test_a_selector_resolving_to_empty_selects_nothing(tmp_path, selector, reference, what):
     async with serving(FakeKubeApi(prod_pods())) as api:
         config = kubeconfig(tmp_path, api.url, cluster={"certificate-authority-data": ca_data(api)})
         async with KubernetesAction.from_spec(kube_spec(config, **{"kube-label-selector": selector})) as action:
             report = await send_with_retries(action, DELIVERY)
     assert (report.ok, report.attempts, report.error.retryable) == (False, 1, False)
-    assert f"resolves to {resolved!r}" in report.error.message
-    assert "none was changed" in report.error.message
+    assert report.error.message == (
+        f"kube-label-selector: {reference!r} gave '', not a valid label {what}:"
+        " it is missing or blank in the event: no pod was changed"
+    )
     assert api.requests == []
     assert api.pod("prod", "db-1")["labels"] == {"app": "db"}
 
@@ -537,3 +560,142 @@ def test_unreadable_kubeconfig_and_bad_server(tmp_path):
         KubernetesAction.from_spec(kube_spec(str(tmp_path / "absent.yaml")))
     with pytest.raises(ActionConfigError, match="server must be an http"):
         KubernetesAction.from_spec(kube_spec(kubeconfig(tmp_path, "ftp://cluster")))
+
+
+# --- event values cannot widen what the action selects or sets (issue #11, finding 3) ---------------
+
+
+def mixed_pods() -> dict[str, list[dict[str, Any]]]:
+    return {
+        "prod": [
+            pod("web-1", app="web"),
+            pod("web-2", app="web", tier="front"),
+            pod("db-1", app="db"),
+            pod("ingress-1", app="ingress"),
+            pod("kube-proxy-1", k8s_app="kube-proxy"),
+        ]
+    }
+
+
+def app_event(app: Any, **extra: Any) -> Delivery:
+    event = {"SigMetadata": {"ID": "TRC-2", "Name": "N"}, "Context": {"podName": "web-1", "app": app, **extra}}
+    return Delivery(content={"title": "t", "description": "d"}, event=event, route="r", event_id="e")
+
+
+async def send_for(tmp_path, delivery: Delivery, *, pods=None, **settings):
+    """Run the action once against a real local API server; (report, api)."""
+    async with serving(FakeKubeApi(pods or mixed_pods())) as api:
+        config = kubeconfig(tmp_path, api.url, cluster={"certificate-authority-data": ca_data(api)})
+        async with KubernetesAction.from_spec(kube_spec(config, **settings)) as action:
+            report = await send_with_retries(action, delivery)
+    return report, api
+
+
+def patched(api: FakeKubeApi) -> list[str]:
+    return [request.path.rsplit("/", 1)[1] for request in api.of("PATCH")]
+
+
+@pytest.mark.parametrize(
+    ("selector", "value"),
+    [
+        ("app in (event.input.Context.app)", "web,db,ingress"),
+        ("app in (event.input.Context.app)", "web) , !tier, app in (db"),
+        ("app!=event.input.Context.app", " "),
+        ("app!=event.input.Context.app", ""),
+        ("app=event.input.Context.app", "web,!app"),
+        ("app=event.input.Context.app", "web db"),
+        ("app=event.input.Context.app", "-web"),
+        ("app=event.input.Context.app", "x" * 64),
+        ("app=event.input.Context.app", "web\n"),
+        ("event.input.Context.app", "app in (web,db)"),
+        ("app notin (event.input.Context.app)", "web)"),
+    ],
+)
+async def test_an_event_value_that_is_not_a_label_value_selects_nothing(tmp_path, selector, value):
+    report, api = await send_for(tmp_path, app_event(value), **{"kube-label-selector": selector})
+    assert (report.ok, report.attempts, report.error.retryable) == (False, 1, False)
+    message = report.error.message
+    assert message.startswith("kube-label-selector: ")
+    assert "event.input.Context.app" in message and repr(value[:40])[:-1] in message
+    assert "no pod was changed" in message
+    assert api.requests == []  # not even listed
+    assert all(pod["labels"].get("postee.io/rule") is None for pod in api.pods["prod"])
+
+
+async def test_an_event_value_in_a_set_selector_is_one_value(tmp_path):
+    selector = "app in (event.input.Context.app, db), tier notin (event.input.Context.tier)"
+    report, api = await send_for(tmp_path, app_event("web", tier="back"), **{"kube-label-selector": selector})
+    assert report.ok
+    [listing] = api.of("GET")
+    assert listing.params["labelSelector"] == ["app in (web,db),tier notin (back)"]
+    assert patched(api) == ["web-1", "web-2", "db-1"]
+
+
+async def test_a_long_hostile_value_is_cut_in_the_error(tmp_path):
+    value = "web," + "a" * 5000
+    report, _ = await send_for(
+        tmp_path, app_event(value), **{"kube-label-selector": "app in (event.input.Context.app)"}
+    )
+    assert not report.ok and len(report.error.message) < 600
+
+
+@pytest.mark.parametrize("value", ["a b", "web,db", "", "x" * 64, "ok\r\nX: y"])
+async def test_a_label_value_from_the_event_must_be_a_label_value(tmp_path, value):
+    actions = {"labels": {"owner": "event.input.Context.owner"}, "annotations": {"why": "event.input.Context.owner"}}
+    report, api = await send_for(tmp_path, app_event("web", owner=value), **{"kube-actions": actions})
+    assert (report.ok, report.error.retryable) == (False, False)
+    assert report.error.message.startswith("kube-actions.labels.owner: ")
+    assert "no pod was changed" in report.error.message
+    assert api.of("PATCH") == []
+
+
+async def test_annotation_values_are_free_text_sent_as_json_data(tmp_path):
+    text = 'Anti-Debugging, "quoted" } {\n on web-1'
+    actions = {"labels": {"owner": "event.input.Context.owner"}, "annotations": {"why": "event.input.Context.why"}}
+    report, api = await send_for(tmp_path, app_event("web", owner="team-a", why=text), **{"kube-actions": actions})
+    assert report.ok
+    assert api.pod("prod", "web-1")["annotations"] == {"kept": "yes", "why": text}
+    assert api.pod("prod", "web-1")["labels"]["owner"] == "team-a"
+
+
+async def test_more_pods_than_the_cap_patches_none(tmp_path):
+    pods = {"prod": [pod(f"web-{i}", app="web") for i in range(12)]}
+    report, api = await send_for(tmp_path, app_event("web"), pods=pods)
+    assert (report.ok, report.error.retryable) == (False, False)
+    assert "matches 12 pods" in report.error.message and "kube-max-pods (10)" in report.error.message
+    assert api.of("PATCH") == []
+    report, api = await send_for(tmp_path, app_event("web"), pods=pods, **{"kube-max-pods": 12})
+    assert report.ok and len(patched(api)) == 12
+
+
+@pytest.mark.parametrize(
+    ("selector", "message"),
+    [
+        ("app in (web", "expected"),
+        ("app in ()", "expected"),
+        ("app=we b", "expected"),
+        ("app=-web", "not a valid label value"),
+        ("Bad_Prefix.io/app=web", "not a valid label key"),
+        ("app=web,,tier=front", "expected"),
+        ("app=(", "expected"),
+        ("app>five", "needs an integer"),
+    ],
+)
+def test_a_bad_selector_is_a_config_error(tmp_path, selector, message):
+    config = kubeconfig(tmp_path, "https://127.0.0.1:6443")
+    with pytest.raises(ActionConfigError, match=message) as info:
+        KubernetesAction.from_spec(kube_spec(config, **{"kube-label-selector": selector}))
+    assert [key for key, _ in info.value.problems] == ["kube-label-selector"]
+
+
+def test_bad_label_keys_and_literal_values_are_config_errors(tmp_path):
+    config = kubeconfig(tmp_path, "https://127.0.0.1:6443")
+    actions = {"labels": {"bad key": "v", "ok": "not valid!"}, "annotations": {"-x": "free text is fine"}}
+    with pytest.raises(ActionConfigError) as info:
+        KubernetesAction.from_spec(kube_spec(config, **{"kube-actions": actions, "kube-max-pods": 0}))
+    assert sorted(key for key, _ in info.value.problems) == [
+        "kube-actions.annotations.-x",
+        "kube-actions.labels.bad key",
+        "kube-actions.labels.ok",
+        "kube-max-pods",
+    ]

@@ -21,6 +21,7 @@ from postee.bus.server import NatsServerOptions, open_nats_server
 from postee.roles.launch import LinkOptions
 from tests.bus.conftest import LOOPBACK_URL
 from tests.bus.link_helpers import controller_node, free_port, runner_node
+from tests.daemon.helpers import admin_get
 
 #: A user JWT as nsc writes it (the content does not matter here: the server authenticates the NKey).
 FAKE_JWT = "eyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ.eyJqdGkiOiJURVNUIn0.c2lnbmF0dXJl"
@@ -107,4 +108,4 @@ async def test_controller_and_runner_with_decorated_seed_files(tmp_path, creds):
     link = LinkOptions(url=f"nats://127.0.0.1:{free_port()}", seed_file=str(path))
     async with controller_node(tmp_path, link), runner_node(tmp_path, link) as (runner, client):
         assert set(runner.node.pipeline.actions) == {"terminate-pod"}
-        assert (await client.get("/readyz")).json()["checks"]["controller_link"] is True
+        assert (await admin_get(client, runner.node, "/readyz")).json()["checks"]["controller_link"] is True

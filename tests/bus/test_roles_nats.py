@@ -19,7 +19,7 @@ from postee.bus.protocol import CONFIG_SUBJECT
 from postee.roles.launch import LinkOptions
 from postee.roles.runner import Runner, RunnerOptions
 from tests.bus.link_helpers import controller_node, free_port, runner_node
-from tests.daemon.helpers import pipeline_settled
+from tests.daemon.helpers import admin_get, pipeline_settled
 from tests.helpers.http_sink import open_http_sink
 from tests.roles.helpers import FAST_BACKOFF, acknowledged, eventually, node_options, secrets_config
 from tests.roles.tcp_proxy import TcpProxy
@@ -146,7 +146,7 @@ async def test_controller_down_events_kept_then_delivered_once(tmp_path):
                 await eventually(lambda: acknowledged(runner, 200, 400) and pipeline_settled(controller.node, 200),
                                  timeout=60)
                 assert len(controller_sink.requests) == 200  # each processed once
-                numbers = [e["event"]["n"] for e in (await c_client.get("/events")).json()
+                numbers = [e["event"]["n"] for e in (await admin_get(c_client, controller.node, "/events")).json()
                            if e["source"] == "postee-runner-1"]
                 assert numbers == list(range(200))
             outer.cancel_scope.cancel()
@@ -177,9 +177,9 @@ async def test_killed_nats_server_is_restarted_and_nothing_is_lost(tmp_path):
             await eventually(lambda: acknowledged(runner, 30, 60) and pipeline_settled(controller.node, 30),
                              timeout=60)
             assert len(controller_sink.requests) == 30
-            numbers = [e["event"]["n"] for e in (await c_client.get("/events")).json()]
+            numbers = [e["event"]["n"] for e in (await admin_get(c_client, controller.node, "/events")).json()]
             assert numbers == list(range(30))
-            assert json.loads((await c_client.get("/runners")).text)[0]["state"] == "up"
+            assert json.loads((await admin_get(c_client, controller.node, "/runners")).text)[0]["state"] == "up"
             assert server.pid != first_pid and server.starts == 2  # restarted by its supervisor
 
 
@@ -197,7 +197,7 @@ async def test_runner_started_before_the_controller_connects_once_it_is_up(tmp_p
             async def runner_side():
                 async with runner_node(tmp_path, LinkOptions(url=proxy.url), "test-runner-1") as (runner, client):
                     assert set(runner.node.pipeline.actions) == {"terminate-pod"}
-                    assert (await client.get("/readyz")).json()["checks"]["controller_link"] is True
+                    assert (await admin_get(client, runner.node, "/readyz")).json()["checks"]["controller_link"] is True
                     ready.set()
 
             nursery.start_soon(runner_side)
@@ -243,7 +243,8 @@ async def test_a_runner_cut_off_while_the_controller_reloads_converges_after_rec
                 (tmp_path / "controller.yaml").write_text(
                     cfg.replace("- name: runner-only-route", "- name: renamed-runner-route"))
                 assert (await c_client.get("/reload", params={"key": controller.node.api_key()})).status_code == 200
-                entry = {e["name"]: e for e in (await c_client.get("/runners")).json()}["postee-runner-1"]
+                runners = (await admin_get(c_client, controller.node, "/runners")).json()
+                entry = {e["name"]: e for e in runners}["postee-runner-1"]
                 assert entry["config_current"] is False
                 fetches, beats = info["postee-runner-1"].config_fetches, info["postee-runner-1"].heartbeats
                 proxy.restore()
@@ -296,7 +297,7 @@ async def test_secrets_stay_on_their_runner_and_runner_problems_show_on_the_cont
             try:
                 await eventually(lambda: {"runner-1", "runner-typo"} <= {
                     name for name, info in controller.registry.runners.items() if info.heartbeats}, timeout=60)
-                entries = {e["name"]: e for e in (await c_client.get("/runners")).json()}
+                entries = {e["name"]: e for e in (await admin_get(c_client, controller.node, "/runners")).json()}
                 assert entries["runner-1"]["actions"] == 1 and entries["runner-1"]["config_current"] is True
                 (problem,) = entries["runner-1"]["problems"]
                 assert "'with-secret' disabled" in problem and "RUNNER_TOKEN" in problem

@@ -25,6 +25,7 @@ from postee.roles.launch import LinkOptions
 from tests.bus.certs import CLIENT_AUTH, SERVER_AUTH, TestCA
 from tests.bus.conftest import LOOPBACK_URL
 from tests.bus.link_helpers import controller_node, free_port, runner_node
+from tests.daemon.helpers import admin_get
 
 
 def _material(tmp_path: Path):
@@ -57,7 +58,7 @@ async def test_cert_and_key_alone_serve_tls_that_runners_verify_without_a_client
     async with controller_node(tmp_path, controller_link):
         async with runner_node(tmp_path, runner_link) as (runner, client):
             assert set(runner.node.pipeline.actions) == {"terminate-pod"}
-            assert (await client.get("/readyz")).json()["checks"]["controller_link"] is True
+            assert (await admin_get(client, runner.node, "/readyz")).json()["checks"]["controller_link"] is True
         # TLS is really on: a client that does not trust the CA is refused, so is one dialling a wrong name
         assert "not trusted" in await _refused(f"nats://localhost:{port}")
         assert "not trusted" in await _refused(f"nats://127.0.0.1:{port}", tls_ca=str(ca.root))

@@ -18,6 +18,22 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 COMPAT = FIXTURES / "compat"
 
 
+#: One route sending every event, as raw JSON, to stdout.
+STDOUT_ONLY = """
+routes:
+  - name: all
+    actions: [out]
+    template: raw
+templates:
+  - name: raw
+    rego-package: postee.rawmessage.json
+actions:
+  - name: out
+    type: stdout
+    enable: true
+"""
+
+
 def event_bytes(name: str) -> bytes:
     """A fixture event: `compat/inputs/<name>` or `events/<name>`."""
     for folder in (COMPAT / "inputs", FIXTURES / "events"):
@@ -121,3 +137,13 @@ async def running_node(
                 node.request_stop()
                 with trio.fail_after(30):
                     await node.stopped.wait()
+
+
+def admin_headers(node: Node) -> dict[str, str]:
+    """The node's API key as a bearer token: what the reading endpoints and `/reload` require."""
+    return {"authorization": f"Bearer {node.api_key()}"}
+
+
+async def admin_get(client: httpx.AsyncClient, node: Node, path: str) -> httpx.Response:
+    """GET `path` with the node's API key."""
+    return await client.get(path, headers=admin_headers(node))

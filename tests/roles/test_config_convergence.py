@@ -20,6 +20,7 @@ from actors.testing import InMemoryBus
 from actors.transport import Message, Subscription, Transport
 from postee.bus.protocol import CONFIG_CHANGED_SUBJECT, CONFIG_SUBJECT, runner_config_subject
 from postee.config.runner_slice import config_version
+from tests.daemon.helpers import admin_get
 from tests.helpers.http_sink import open_http_sink
 from tests.roles.helpers import eventually, running_controller, running_runner, secrets_config
 
@@ -76,7 +77,7 @@ async def test_a_runner_missing_a_secret_disables_that_action_says_so_and_runs_t
                 assert sorted(r.path for r in requests) == ["/central", "/plain"]
                 await eventually(lambda: runners_by_name(controller.registry.runners_json())
                                  .get("runner-1", {}).get("problems"))
-                entry = runners_by_name((await c_client.get("/runners")).text)["runner-1"]
+                entry = runners_by_name((await admin_get(c_client, controller.node, "/runners")).text)["runner-1"]
                 assert entry["actions"] == 1
                 (problem,) = entry["problems"]
                 assert "with-secret" in problem and "RUNNER_TOKEN" in problem
@@ -197,7 +198,8 @@ async def test_a_runner_that_missed_the_announcement_converges_by_its_heartbeat(
         assert runners_by_name(registry.runners_json())["runner-1"]["config_current"] is True
         (tmp_path / "controller.yaml").write_text(renamed(cfg))
         assert (await c_client.get("/reload", params={"key": controller.node.api_key()})).status_code == 200
-        assert runners_by_name((await c_client.get("/runners")).text)["runner-1"]["config_current"] is False
+        runners = runners_by_name((await admin_get(c_client, controller.node, "/runners")).text)
+        assert runners["runner-1"]["config_current"] is False
         fetches, beats = registry.runners["runner-1"].config_fetches, registry.runners["runner-1"].heartbeats
         # a few heartbeats with the old version, or a new fetch, whichever comes first
         await eventually(lambda: registry.runners["runner-1"].config_fetches > fetches
@@ -287,7 +289,7 @@ async def test_a_runner_named_in_no_runs_on_starts_warns_once_and_shows_as_such(
             beats = controller.registry.runners["runner-typo"].heartbeats
             await eventually(lambda: controller.registry.runners["runner-typo"].heartbeats >= beats + 2)
             await eventually(lambda: runners_by_name(controller.registry.runners_json())["runner-typo"]["problems"])
-            entry = runners_by_name((await c_client.get("/runners")).text)["runner-typo"]
+            entry = runners_by_name((await admin_get(c_client, controller.node, "/runners")).text)["runner-typo"]
             assert entry["actions"] == 0
             (problem,) = entry["problems"]
             assert "runs-on: runner-typo" in problem

@@ -22,7 +22,8 @@ import trio
 from actors import TransportUnavailable
 from actors.testing import InMemoryBus
 from actors.transport import Message, Transport
-from postee.bus.protocol import ACK, EVENTS_SUBJECT, HEADER_EVENT_ID, HEADER_RUNNER, NACK_PREFIX
+from postee.bus.protocol import ACK, EVENTS_KIND, HEADER_EVENT_ID, HEADER_RUNNER, NACK_PREFIX, runner_subject
+from tests.daemon.helpers import admin_get
 from tests.helpers.http_sink import open_http_sink
 from tests.roles.helpers import (
     DelegatingTransport,
@@ -33,6 +34,8 @@ from tests.roles.helpers import (
     running_controller,
     running_runner,
 )
+
+EVENTS_SUBJECT = runner_subject("runner-1", EVENTS_KIND)
 
 EVENTS = 8
 
@@ -60,7 +63,7 @@ async def test_a_repeated_event_id_is_processed_once_and_acknowledged_twice(tmp_
             assert controller.duplicates == 1
             metrics = controller.node.metrics.render().decode()
             assert 'postee_runner_events_total{runner="runner-1"} 2.0' in metrics
-            events = (await client.get("/events")).json()
+            events = (await admin_get(client, controller.node, "/events")).json()
             assert sorted(e["id"] for e in events if e["source"] == "runner-1") == ["event-1", "event-2"]
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from actors.testing import InMemoryBus
 from actors.transport import Message, Subscription, Transport
-from postee.bus.protocol import EVENTS_SUBJECT
+from postee.bus.protocol import EVENTS_KIND, runner_subject, runner_subjects_pattern
 from tests.helpers.http_sink import open_http_sink
 from tests.roles.helpers import (
     DelegatingTransport,
@@ -52,7 +52,7 @@ class FlakyTransport(DelegatingTransport):
 
     async def request(self, subject: str, data: bytes, **options: Any) -> Message:
         reply = await self.inner.request(subject, data, **options)
-        if subject == EVENTS_SUBJECT:
+        if subject == runner_subject("runner-1", EVENTS_KIND):
             self.requests += 1
             if self.requests == self.crash_after_request_number:
                 self.crashes += 1
@@ -62,7 +62,8 @@ class FlakyTransport(DelegatingTransport):
     @asynccontextmanager
     async def subscribe(self, subject: str, **options: Any) -> AsyncIterator[Subscription]:
         async with self.inner.subscribe(subject, **options) as subscription:
-            yield _CrashingSubscription(subscription, self) if subject == EVENTS_SUBJECT else subscription
+            crashing = subject == runner_subjects_pattern(EVENTS_KIND)
+            yield _CrashingSubscription(subscription, self) if crashing else subscription
 
 
 class _CrashingSubscription:
@@ -140,5 +141,7 @@ async def test_the_link_and_bus_supervisors_have_one_child_per_service(tmp_path)
         controller, _
     ), running_runner(tmp_path, "runner-1", bus.connect("runner-1")) as (runner, _):
         assert runner.link is not None and runner.link.children == ["outbox", "heartbeats", "config-watch"]
-        assert controller.bus is not None and controller.bus.children == ["config", "events", "executions",
-                                                                          "heartbeats"]
+        # each kind twice: every runner's own subjects, and Postee's shared one (for Postee runners)
+        assert controller.bus is not None and controller.bus.children == [
+            "config", "postee-config", "events", "postee-events", "executions", "postee-executions",
+            "heartbeats", "postee-heartbeats"]

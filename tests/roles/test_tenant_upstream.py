@@ -9,6 +9,7 @@ to match it too.
 import json
 
 from actors.testing import InMemoryBus
+from tests.daemon.helpers import admin_get
 from tests.helpers.http_sink import open_http_sink
 from tests.roles.helpers import acknowledged, eventually, running_controller, running_runner
 from tests.roles.test_memory_bus import seed_config, tracee
@@ -42,7 +43,7 @@ async def test_tenant_events_on_a_runner_are_reported_upstream(tmp_path):
                                      for a in controller.node.pipeline.actions.values()))
             assert controller.node.pipeline.router.routed == 2
             assert routes["controller-only-route"].lane.handled == 0
-            events = (await c_client.get("/events")).json()
+            events = (await admin_get(c_client, controller.node, "/events")).json()
             assert [(e["source"], e["event"]["n"]) for e in events] == [("postee-runner-1", 1), ("postee-runner-1", 2)]
             # the mixed route's controller action ran once, for event 1; nothing else ran on the controller
             (request,) = controller_sink.requests
