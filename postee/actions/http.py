@@ -9,11 +9,13 @@ request carries `Postee-Event: base64(description)`. Any 2xx reply is success.
 Event values are data, never syntax. A body template that is a JSON object or array (with its
 references standing for values) is compiled at load time (`jsonbody`): a reference inside a JSON
 string gets the value JSON-escaped, a reference standing as a whole value gets the value as JSON, so
-the body sent is always valid JSON with exactly the template's keys (Postee pastes the raw text). A
-body with references whose `Content-Type` header says JSON but whose template is not JSON is a
-config error, as escaping would be impossible. Other bodies keep plain substitution. Header values are sent as
-written (never substituted), and the description travels base64-encoded, so an event cannot add a
-header line.
+the body sent is always valid JSON with exactly the template's keys (Postee pastes the raw text). So
+is an NDJSON body (one document per line: an NDJSON/JSON Lines `Content-Type`, or several documents
+one per line) line by line, and an `application/json-seq` body record by record. A body with
+references that starts with `{` or `[`, or whose `Content-Type` says JSON, but cannot be compiled is
+a config error, as escaping would be impossible. Other (plain text) bodies keep plain substitution.
+Header values are sent as written (never substituted), and the description travels base64-encoded,
+so an event cannot add a header line.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from typing import Any, ClassVar
 
 from postee.actions.base import Delivery, SendResult, define_action
 from postee.actions.httpclient import UrlAction, send_request
-from postee.actions.jsonbody import JsonTemplate, NotJsonTemplate, compile_json_template, is_json_media_type
+from postee.actions.jsonbody import JsonTemplate, UnsafeBodyTemplate, compile_body_template
 from postee.actions.registry import register
 from postee.actions.settings import SettingsReader, setting
-from postee.values.eventpath import REFERENCE_PREFIX, substitute
+from postee.values.eventpath import substitute
 
 DEFAULT_METHOD = "POST"
 DEFAULT_TIMEOUT = 5.0
@@ -107,24 +109,18 @@ class HttpAction(UrlAction):
     headers: Headers = setting("headers", read=_read_headers)
     body: str | None = setting("body-file", "body-content", read=_read_body)
     json_body: JsonTemplate | None = None
-    """`body` compiled, when it is a JSON document (set in `check_settings`): rendered with escaping."""
+    """`body` compiled, when it is JSON or NDJSON (set in `check_settings`): rendered with escaping."""
 
     @classmethod
     def check_settings(cls, reader: SettingsReader, values: dict[str, Any]) -> None:
         body = values["body"]
         if body is None:
             return
+        content_type = next((v for name, v in values["headers"] if name.lower() == "content-type"), "")
         try:
-            values["json_body"] = compile_json_template(body)
-        except NotJsonTemplate as exc:
-            content_type = next((v for name, v in values["headers"] if name.lower() == "content-type"), "")
-            if is_json_media_type(content_type) and REFERENCE_PREFIX in body:
-                key = "body-file" if reader.has("body-file") else "body-content"
-                reader.problem(
-                    key,
-                    f"the Content-Type header says {content_type!r}, but the body is not a JSON document ({exc}),"
-                    " so event values could not be inserted safely",
-                )
+            values["json_body"] = compile_body_template(body, content_type)
+        except UnsafeBodyTemplate as exc:
+            reader.problem("body-file" if reader.has("body-file") else "body-content", str(exc))
 
     def request_headers(self, delivery: Delivery) -> list[tuple[str, str]]:
         encoded = base64.b64encode(delivery.description.encode("utf-8")).decode("ascii")

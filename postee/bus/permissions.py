@@ -2,8 +2,9 @@
 
 The server enforces them, so nothing here depends on our own code trusting a payload:
 
-* **the controller** may publish and subscribe everywhere (it answers config requests, reads every
-  runner's reports, announces changes);
+* **the controller** may subscribe everywhere, and publish replies and announcements only (it answers
+  config requests, reads every runner's reports, announces changes; it answers only in the inbox of
+  the runner a request came from, see `postee.roles.controller`);
 * **a runner with its own NKey** (`--controller-runner-keys`) may publish only under
   `postee.runner.<name>.` and subscribe only to its own inbox and to configuration announcements: it
   cannot read another runner's slice or reports, send under another name, answer a config request
@@ -60,7 +61,13 @@ class Permissions:
 
 
 def controller_permissions() -> Permissions:
-    return Permissions(publish_allow=(">",), subscribe_allow=(">",))
+    """Subscribe anywhere; publish only what a controller sends: replies (in inboxes) and announcements.
+    A requester names its reply subject and the server does not check it, so a controller that could
+    publish anywhere could be made to publish on a runner's own subjects."""
+    return Permissions(
+        publish_allow=("_INBOX.>", CONFIG_CHANGED_SUBJECT, f"{CONFIG_CHANGED_SUBJECT}.>"),
+        subscribe_allow=(">",),
+    )
 
 
 def runner_permissions(runner: str) -> Permissions:

@@ -43,6 +43,8 @@ def read_runner_keys(path: str | os.PathLike[str]) -> tuple[tuple[str, str], ...
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark is not None else ""
         raise RunnerKeysError(f"runner keys file {where!r} is not YAML{at}") from None
+    if parsed is None:  # empty, or comments only: no runner yet
+        return ()
     if not isinstance(parsed, dict):
         raise RunnerKeysError(f"runner keys file {where!r}: expected 'runner-name: PUBLIC_KEY' lines")
     entries: list[tuple[str, str]] = []

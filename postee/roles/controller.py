@@ -48,9 +48,11 @@ from postee.bus.protocol import (
     HEADER_RUNNER,
     HEARTBEAT_KIND,
     LEGACY_SUBJECTS,
+    RUNNER_INBOX_ROOT,
     ExecutionReport,
     Heartbeat,
     runner_config_subject,
+    runner_inbox_prefix,
     runner_of_subject,
     runner_subjects_pattern,
 )
@@ -88,12 +90,14 @@ def controller_local(spec: ActionSpec) -> bool:
     return not (spec.runs_on or "").strip()
 
 
-@attrs.frozen
+@attrs.define
 class RawConfig:
     """The controller's file as parsed YAML (slices are cut from it), and its version."""
 
     data: dict[str, Any]
     version: str
+    action_names: frozenset[str] | None = None
+    """Its actions' names, once asked for."""
 
     @classmethod
     def of(cls, data: Any) -> RawConfig:
@@ -114,7 +118,7 @@ class Controller:
         self._told: dict[str, str] = {}
         """Per runner, the version it was last told to fetch (said once in the log, then quietly)."""
         self.registry = RunnerRegistry(trio.current_time, time.time, options.heartbeat_interval,
-                                       current_version=self.slice_version)
+                                       current_version=self.slice_version, verified=options.verified_runners)
         self.node: Node | None = None
         self.nats_server: Any = None
         """The embedded nats-server (`postee.bus.server.NatsServer`) when this controller started one."""
@@ -165,6 +169,17 @@ class Controller:
             cut = self._slices[runner] = (text, config_version(text))
         return cut
 
+    def _action_names(self) -> frozenset[str]:
+        """The names of the running configuration's actions."""
+        running = self.running
+        if running is None:
+            return frozenset()
+        if running.action_names is None:
+            actions = running.data.get("actions")
+            names = {a.get("name") for a in actions if isinstance(a, dict)} if isinstance(actions, list) else set()
+            running.action_names = frozenset(n for n in names if isinstance(n, str))
+        return running.action_names
+
     def slice_version(self, runner: str) -> str:
         return self.slice_for(runner)[1]
 
@@ -210,8 +225,24 @@ class Controller:
                               error=f"{type(exc).__name__}: {exc}")
 
     async def _reply(self, message: Message, data: bytes, headers: dict[str, str] | None = None) -> None:
-        if message.reply:
+        if message.reply and self._reply_allowed(message):
             await self.transport.respond(message, data, headers=headers)
+
+    def _reply_allowed(self, message: Message) -> bool:
+        """Whether `message.reply` is the sender's own inbox. The sender names it and the server does not
+        check it: answering elsewhere would publish with the controller's rights (a slice into another
+        runner's inbox, an announcement, a report under another runner's name)."""
+        if self.options.verified_runners is None:
+            return True  # an in-process bus: nobody else on it
+        runner = runner_of_subject(message.subject)
+        if runner is not None:
+            allowed = message.reply.startswith(runner_inbox_prefix(runner) + ".")
+        else:  # Postee's shared subjects: a Postee runner's own `_INBOX.<id>`, never one of our runners'
+            allowed = message.reply.startswith("_INBOX.") and not message.reply.startswith(RUNNER_INBOX_ROOT + ".")
+        if not allowed:
+            log.warning("no answer: the reply subject is not the sender's inbox", subject=message.subject,
+                        reply=message.reply[:200])
+        return allowed
 
     # -- senders -------------------------------------------------------------------------------
     def _sender(self, message: Message, claimed: str | None) -> str | None:
@@ -295,7 +326,12 @@ class Controller:
             self.registry.execution(report)
             status = "ok" if report.ok else "failed"
             label = self._label(message, report.runner)
-            action = report.action if label != UNVERIFIED_LABEL else UNVERIFIED_LABEL
+            if label == UNVERIFIED_LABEL:
+                action = UNVERIFIED_LABEL
+            elif report.action in self._action_names():
+                action = report.action
+            else:  # label values come from the configuration: a report cannot add series at will
+                action = "other"
             node.metrics.runner_executions.labels(label, action, status).inc()
             node.metrics.runner_execution_seconds.labels(label).observe(report.duration)
             log.info("runner execution", runner=report.runner, route=report.route, action=report.action,

@@ -94,15 +94,19 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def check_bus_security(link: LinkOptions) -> None:
-    """Refuse an embedded bus that anyone on the network could use; warn about what weaker modes allow."""
+def check_bus_security(link: LinkOptions, runner_keys: tuple[tuple[str, str], ...] = ()) -> None:
+    """Refuse an embedded bus that anyone on the network could use; warn about what weaker modes allow.
+
+    `runner_keys` are the keys read from the keys file: a file with none authenticates nobody."""
     if link.nats_url:
         log.warning("joining an existing NATS server: who may publish or subscribe where is that server's "
                     "configuration (see the README's security model for the permissions to give)",
                     runner_keys_ignored=bool(link.runner_keys))
         return
     host, _ = parse_listen_url(link.url)
-    authenticated = bool(link.seed_file or link.runner_keys or link.ca_root)
+    if link.runner_keys and not runner_keys:
+        log.warning("the runner keys file names no runner", path=link.runner_keys)
+    authenticated = bool(link.seed_file or runner_keys or link.ca_root)
     if not authenticated:
         if not _is_loopback(host):
             if not link.insecure_bus:
@@ -120,7 +124,7 @@ def check_bus_security(link: LinkOptions) -> None:
                         "controller or as any runner", host=host)
     elif link.seed_file:
         log.warning(SHARED_SEED_WARNING)
-    elif not link.runner_keys:
+    elif not runner_keys:
         log.warning("runners are authenticated by client certificate only: every certificate from the CA root "
                     "may act as the controller or as any runner; give runners keys (--controller-runner-keys)")
 
@@ -160,11 +164,11 @@ async def run_controller(node: NodeOptions, link: LinkOptions, *,
                                                 "tls_key": link.tls_key}
             nkey_seed: bytes | None = None
             verified: frozenset[str] = frozenset()
-            check_bus_security(link)
+            runner_keys = await _runner_keys(link) if not link.nats_url else ()
+            check_bus_security(link, runner_keys)  # before anything starts
             if link.nats_url:
                 client_url = link.nats_url
             else:
-                runner_keys = await _runner_keys(link)
                 controller_keys: tuple[str, ...] = ()
                 if link.seed_file or runner_keys:
                     # the controller's own identity: made now, held in memory, the only full-permission user

@@ -14,8 +14,9 @@ from postee.bus.protocol import ExecutionReport, Heartbeat
 
 RECENT_EXECUTIONS = 1000
 MAX_RUNNERS = 1000
-"""Runners the registry remembers; past it the longest silent one is forgotten (names that reach it
-unverified, through the shared seed or Postee's subjects, must not grow it without bound)."""
+"""Unverified runners the registry remembers; past it the longest silent of them is forgotten (names
+that reach it through the shared seed or Postee's subjects must not grow it without bound, nor push
+out a runner with its own key: those are never forgotten, and their executions are kept apart)."""
 STALE_AFTER_BEATS = 3
 """A runner unheard of for this many heartbeat intervals is `stale`..."""
 GONE_AFTER_BEATS = 12
@@ -52,21 +53,31 @@ class RunnerRegistry:
     """
 
     def __init__(self, clock: Callable[[], float], wall_clock: Callable[[], float],
-                 heartbeat_interval: float, current_version: Callable[[str], str] | None = None) -> None:
+                 heartbeat_interval: float, current_version: Callable[[str], str] | None = None,
+                 verified: frozenset[str] | None = None) -> None:
         self.clock = clock
         self.current_version = current_version
         """The version of a runner's slice in the configuration now running (None: not known)."""
         self.wall_clock = wall_clock
         self.heartbeat_interval = heartbeat_interval
+        self.verified = verified
+        """Runners with their own key (None: every name is trusted, as on an in-process bus)."""
         self.runners: dict[str, RunnerInfo] = {}
         self.executions: collections.deque[ExecutionReport] = collections.deque(maxlen=RECENT_EXECUTIONS)
+        """The recent executions of trusted runners (with their own key, or all on a trusted bus)."""
+        self.unverified_executions: collections.deque[ExecutionReport] = collections.deque(maxlen=RECENT_EXECUTIONS)
+
+    def trusted(self, name: str) -> bool:
+        return self.verified is None or name in self.verified
 
     def seen(self, name: str) -> RunnerInfo:
         now, wall = self.clock(), self.wall_clock()
         info = self.runners.get(name)
         if info is None:
-            if len(self.runners) >= MAX_RUNNERS:
-                del self.runners[min(self.runners.values(), key=lambda i: i.last_seen).name]
+            if not self.trusted(name):
+                unverified = [i for i in self.runners.values() if not self.trusted(i.name)]
+                if len(unverified) >= MAX_RUNNERS:
+                    del self.runners[min(unverified, key=lambda i: i.last_seen).name]
             info = self.runners[name] = RunnerInfo(name, now, now, wall)
         info.last_seen, info.last_seen_wall = now, wall
         return info
@@ -116,7 +127,7 @@ class RunnerRegistry:
         info.executions += 1
         if not report.ok:
             info.failed_executions += 1
-        self.executions.append(report)
+        (self.executions if self.trusted(report.runner) else self.unverified_executions).append(report)
 
     def state(self, info: RunnerInfo) -> str:
         silent = self.clock() - info.last_seen
@@ -138,5 +149,11 @@ class RunnerRegistry:
             out.append(entry)
         return json.dumps(out)
 
+    def recent_executions(self) -> list[ExecutionReport]:
+        """The last executions, trusted runners' and others', oldest first."""
+        if not self.unverified_executions:
+            return list(self.executions)
+        return sorted([*self.executions, *self.unverified_executions], key=lambda e: e.started_at)
+
     def executions_json(self) -> str:
-        return json.dumps([e.as_dict() for e in self.executions], ensure_ascii=False)
+        return json.dumps([e.as_dict() for e in self.recent_executions()], ensure_ascii=False)

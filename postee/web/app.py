@@ -41,6 +41,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, Protocol
 
 import structlog
+import trio
 
 from postee.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from postee.metrics import Metrics
@@ -219,7 +220,13 @@ class PosteeApp:
             return
         self._tenant_running += 1
         try:
-            event = await self._read_event(scope, receive, send, "webhook")
+            event: Event | None = None
+            with trio.move_on_after(self.tenant_timeout) as reading:
+                # the slot is taken: a client sending its body slowly must not keep it for ever
+                event = await self._read_event(scope, receive, send, "webhook")
+            if reading.cancelled_caught:
+                await _respond(send, 408, f"request body not received within {self.tenant_timeout:g}s\n".encode())
+                return
             if event is None:
                 return
             try:

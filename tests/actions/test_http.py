@@ -295,3 +295,30 @@ def test_json_template_edges():
     for template in not_json:
         with pytest.raises(NotJsonTemplate):
             compile_json_template(template)
+
+
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+async def test_non_finite_numbers_never_make_the_json_body_invalid():
+    """JSON has no NaN or infinity: standing as a value (even nested) such a number is sent as null;
+    inside a string its text is fine."""
+    nan, inf = float("nan"), float("inf")
+    event = {"n": nan, "big": inf, "small": -inf, "obj": {"a": [1, nan], "b": {"c": -inf}}, "ok": 1.5}
+    template = """{
+        "n": event.input.n, "big": event.input.big, "small": event.input.small,
+        "obj": event.input.obj, "ok": event.input.ok, "text": "n=event.input.n big=event.input.big"
+    }"""
+    async with open_http_sink() as sink:
+        async with build_action(http_spec(sink.url, **{"body-content": template})) as action:
+            await action.send(Delivery(content={"title": "t", "description": "d"}, event=event))
+        [request] = await sink.wait_for(1)
+    assert json.loads(request.body, parse_constant=_no_constants) == {
+        "n": None,
+        "big": None,
+        "small": None,
+        "obj": {"a": [1, None], "b": {"c": None}},
+        "ok": 1.5,
+        "text": "n=NaN big=Infinity",
+    }

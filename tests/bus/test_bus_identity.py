@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import pytest
 import structlog
 import trio
@@ -184,9 +185,55 @@ async def test_a_runner_with_its_own_key_cannot_act_as_another_runner_or_as_the_
         assert runner_a.current is not None and runner_a.current.version == controller.slice_version("runner-a")
         assert set(runner_a.node.pipeline.actions) == {"hook-a"}
 
-        # What /metrics shows comes from verified runners only.
+        # Its reports cannot add metric series at will: an action name not in the configuration is `other`.
+        for n in range(20):
+            made_up = attrs.evolve(forged, action=f"made-up-{n}", event_id=f"made-up-{n}")
+            await rogue.request(runner_subject("runner-b", EXECUTIONS_KIND), made_up.to_json(),
+                                headers={HEADER_EVENT_ID: f"exec:made-up-{n}"}, timeout=10)
+
+        # What /metrics shows comes from verified runners and the configuration only.
         metrics = (await c_client.get("/metrics")).text
-        assert 'runner="runner-a"' in metrics and "fake-" not in metrics
+        assert 'runner="runner-a"' in metrics and "fake-" not in metrics and "made-up-" not in metrics
+        assert 'postee_runner_executions_total{action="other",runner="runner-b",status="ok"} 20.0' in metrics
+
+
+ROGUE_REPLIES = """
+import asyncio, sys
+import nats
+
+async def main(url, seed):
+    nc = await nats.connect(url, nkeys_seed=seed, inbox_prefix="_INBOX.runner.runner-b")
+    # its own config request, naming reply subjects it may not publish on itself
+    for reply in ("postee.runner.runner-a.config", "postee.config.changed", "postee.config.changed.runner-a",
+                  "postee.runner.runner-a.events", "_INBOX.runner.runner-a.stolen"):
+        await nc.publish("postee.runner.runner-b.config", b"runner-b", reply=reply)
+    answer = await nc.request("postee.runner.runner-b.config", b"runner-b", timeout=10)  # a control
+    print(len(answer.data))
+    await nc.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def test_the_controller_answers_only_in_the_senders_inbox(tmp_path):
+    """A requester names its reply subject and nats-server does not check it: the controller must not
+    answer (with its rights) on another runner's subjects, an announcement or another inbox."""
+    link, a_seed, b_seed, _ = keyed_setup(tmp_path)
+    with structlog.testing.capture_logs() as logs:
+        async with controller_node(tmp_path, link, CFG) as (controller, _), \
+                runner_node(tmp_path, LinkOptions(url=link.url, seed_file=str(a_seed)), "runner-a"):
+            registry = controller.registry
+            await eventually(lambda: registry.runners.get("runner-a") is not None
+                             and registry.runners["runner-a"].heartbeats > 0)
+            before = attrs.evolve(registry.runners["runner-a"])
+            rogue = await trio.run_process([sys.executable, "-c", ROGUE_REPLIES, link.url, str(b_seed)],
+                                           capture_stdout=True, capture_stderr=True, check=False)
+            assert rogue.returncode == 0, rogue.stderr.decode()[-2000:]
+            assert int(rogue.stdout) > 0  # its own request was answered, after the five others were handled
+            after = registry.runners["runner-a"]
+            assert (after.config_fetches, after.events) == (before.config_fetches, before.events)
+    refused = [e for e in logs if e["event"] == "no answer: the reply subject is not the sender's inbox"]
+    assert len(refused) == 5
 
 
 async def test_the_shared_seed_of_postees_mode_still_works_but_cannot_act_as_the_controller(tmp_path):
@@ -220,6 +267,13 @@ async def test_the_shared_seed_of_postees_mode_still_works_but_cannot_act_as_the
             assert "forged" not in controller.node.recent.to_json()
             async with shared.subscribe(f"{runner_inbox_prefix('runner-a')}.>"):
                 await violation(shared, f"{runner_inbox_prefix('runner-a')}.>")
+            # `_INBOX.>` is the seed's (Postee runners' inboxes), but replies to runner-a are filtered out
+            async with shared.subscribe("_INBOX.>") as inboxes:
+                fetches = registry.runners["runner-a"].config_fetches
+                await controller.transport.publish(runner_config_subject("runner-a"), b"fetch again")
+                await eventually(lambda: registry.runners["runner-a"].config_fetches > fetches)
+                with pytest.raises(TransportError):
+                    await inboxes.next(timeout=0.5)
     assert any("any holder of it can fetch any runner's configuration" in entry["event"] for entry in logs)
 
 
@@ -236,6 +290,16 @@ async def test_an_open_bus_on_a_public_address_is_refused_unless_asked_for(tmp_p
                                    CFG):
             pass
     assert any("no authentication (--insecure-bus)" in entry["event"] for entry in logs)
+
+
+async def test_a_runner_keys_file_with_no_runner_does_not_open_the_bus(tmp_path):
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("# runners to come\n")
+    cfg = tmp_path / "controller.yaml"
+    cfg.write_text(CFG)
+    link = LinkOptions(url=f"nats://0.0.0.0:{free_port()}", runner_keys=str(keys))
+    with trio.fail_after(10), pytest.raises(NatsServerConfigError, match="--insecure-bus"):
+        await run_controller(node_options(tmp_path, "controller", str(cfg)), link)
 
 
 def test_the_cli_refuses_an_open_public_bus_with_the_reason(tmp_path):

@@ -148,6 +148,25 @@ async def test_tenant_run_gives_up_after_its_timeout(tmp_path):
             assert response.json()["route"] == "slow" and "0.5" in response.json()["error"]
 
 
+async def test_a_slow_tenant_body_gives_its_slot_back_after_the_tenant_timeout(tmp_path):
+    """A client that takes a slot and then sends its body byte by byte (or never) keeps it only for
+    the tenant timeout; then it is answered 408 and the next run gets the slot."""
+    cfg = webhook_route("http://127.0.0.1:9/hook", route="slow")
+    async with running_node(tmp_path, cfg, tenant_concurrency=1, tenant_timeout=1.0, stop_grace=0.5) as (
+        node, client
+    ):
+        host, port = node.urls[0].removeprefix("http://").rsplit(":", 1)
+        stalled = await trio.open_tcp_stream(host, int(port))
+        async with stalled:
+            await stalled.send_all(b"POST /tenant/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            with trio.fail_after(10):
+                while (await client.post("/tenant/slow", content=b"{}")).status_code == 503:
+                    await trio.sleep(0.1)  # the slot is the stalled client's until its timeout
+            with trio.fail_after(10):
+                answer = await stalled.receive_some(4096)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+
+
 def test_self_signed_key_mode_is_set_even_when_the_key_exists(tmp_path):
     db = tmp_path / "db" / "webhooks.db"
     previous = os.umask(0o022)

@@ -5,7 +5,7 @@ import json
 import trio
 
 from postee.bus.protocol import ExecutionReport, Heartbeat
-from postee.roles.runners import RunnerRegistry
+from postee.roles.runners import MAX_RUNNERS, RunnerRegistry
 
 
 def states(registry: RunnerRegistry) -> dict[str, str]:
@@ -56,3 +56,21 @@ async def test_a_runner_behind_is_told_at_most_once_per_heartbeat(autojump_clock
     registry.heartbeat(Heartbeat(runner="a", sent_at=21, config_version="v2"))
     assert not registry.should_tell("a")
     assert json.loads(registry.runners_json())[0]["config_current"] is True
+
+
+async def test_unverified_names_cannot_push_out_a_runner_with_its_own_key(autojump_clock):
+    """The shared seed may name as many runners as it likes: past the cap the longest silent of *those*
+    is forgotten; a runner with its own key, and its executions, stay."""
+    registry = RunnerRegistry(trio.current_time, lambda: 0.0, heartbeat_interval=5, verified=frozenset({"keyed"}))
+    registry.heartbeat(Heartbeat(runner="keyed", sent_at=0))
+    registry.execution(ExecutionReport(runner="keyed", route="r", action="x", action_type="exec", event_id="mine",
+                                       ok=True, attempts=1, started_at=0, duration=0.1))
+    for n in range(MAX_RUNNERS + 50):
+        await trio.sleep(1)
+        registry.heartbeat(Heartbeat(runner=f"fake-{n}", sent_at=n))
+        registry.execution(ExecutionReport(runner=f"fake-{n}", route="r", action="x", action_type="exec",
+                                           event_id=str(n), ok=True, attempts=1, started_at=n, duration=0.1))
+    assert "keyed" in registry.runners and registry.runners["keyed"].executions == 1
+    assert len(registry.runners) == MAX_RUNNERS + 1
+    assert "fake-0" not in registry.runners and f"fake-{MAX_RUNNERS + 49}" in registry.runners
+    assert "mine" in [e.event_id for e in registry.recent_executions()]
