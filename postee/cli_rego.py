@@ -26,7 +26,7 @@ from postee.rego.backends import DEFAULT_BACKEND, UnknownBackendError, backend_n
 from postee.rego.engine import RegoError
 from postee.rego.library import ENV_TEMPLATES, TemplateLibrary, TemplateLibraryError
 from postee.rego.pool import open_rego_pool
-from postee.rego.render import Content, TemplateSpec, load_template, package_template, render
+from postee.rego.render import Content, Evaluator, TemplateSpec, load_template, package_template, render
 from postee.rego.rules import build_rule
 
 ENV_ENGINE = "POSTEE_REGO_ENGINE"
@@ -76,8 +76,11 @@ def add_subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersActi
 
     render_parser = commands.add_parser("render", help="render an event through one template")
     render_parser.add_argument(
-        "--template", required=True, help="template package name, or a .rego file (loaded like `body:`)"
+        "--template", required=True,
+        help="template package name, a .rego file (loaded like `body:`), or legacy:html|slack|jira "
+             "(Postee's built-in scan renderers, `legacy-scan-renderer:`)",
     )
+    render_parser.add_argument("--aqua-server", default="", help="the config's aqua-server (links in the content)")
     render_parser.add_argument("--event", required=True, help="event JSON file ('-' for stdin)")
     render_parser.add_argument("--json", action="store_true", help="print the content as one JSON object")
     add_rego_options(render_parser, suppress=True)
@@ -112,10 +115,12 @@ def read_event(path: str) -> Any:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise CliError(f"cannot read event {path}: {exc.strerror}") from None
+    from postee.pipeline.events import InvalidEvent, parse_event  # the daemon's own strict reading
+
     try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise CliError(f"event {path} is not JSON: {exc}") from None
+        return parse_event(text).body
+    except InvalidEvent as exc:
+        raise CliError(f"event {path} is not an event the daemon would accept: {exc}") from None
 
 
 # --- the config subset -------------------------------------------------------------------------------
@@ -158,7 +163,8 @@ def read_route_config(path: str) -> RouteConfig:
     if config is None or blocking:
         raise CliError("; ".join(f"{path}: {p}" for p in blocking) or f"{path}: cannot be read")
     templates = {
-        t.name: TemplateSpec(t.name, rego_package=t.rego_package or None, body=t.body or None, url=t.url or None)
+        t.name: TemplateSpec(t.name, rego_package=t.rego_package or None, body=t.body or None, url=t.url or None,
+                             legacy_scan_renderer=t.legacy_scan_renderer or None)
         for t in config.templates
     }
     routes = tuple(
@@ -182,13 +188,27 @@ def print_content(content: Mapping[str, str], out: TextIO, indent: str = "") -> 
 # --- commands ----------------------------------------------------------------------------------------
 
 
-async def _render(engine: str, library: TemplateLibrary, template: str, body: str | None, event: dict) -> Content:
+LEGACY_PREFIX = "legacy:"
+"""`--template legacy:html`: one of Postee's built-in scan renderers."""
+
+
+async def _render(engine: str, library: TemplateLibrary, template: str, body: str | None, event: dict,
+                  aqua_server: str = "") -> Content:
+    from postee.legacy import RENDERERS as LEGACY_RENDERERS
+
     async with open_rego_pool(engine, workers=1, isolation="thread") as pool:
-        if body is None:
+        loaded: Evaluator
+        if template.startswith(LEGACY_PREFIX):
+            renderer = template[len(LEGACY_PREFIX):]
+            if renderer not in LEGACY_RENDERERS:
+                raise CliError(f"--template {template}: unknown layout type {renderer!r} "
+                               f"(expected {', '.join(LEGACY_PREFIX + r for r in LEGACY_RENDERERS)})")
+            loaded = await load_template(TemplateSpec(template, legacy_scan_renderer=renderer), library)
+        elif body is None:
             loaded = package_template(template, library)
         else:
             loaded = await load_template(TemplateSpec(template, body=body), library)
-        return await render(pool, loaded, event)
+        return await render(pool, loaded, event, aqua_server)
 
 
 def _template_file(name: str) -> str | None:
@@ -261,8 +281,8 @@ def _render_command(args: argparse.Namespace, out: TextIO) -> int:
     event = read_event(args.event)
     if not isinstance(event, dict):
         raise CliError(f"event {args.event} must be a JSON object")
-    body = _template_file(args.template)
-    content = trio.run(_render, engine_name(args), library, args.template, body, event)
+    body = None if args.template.startswith(LEGACY_PREFIX) else _template_file(args.template)
+    content = trio.run(_render, engine_name(args), library, args.template, body, event, args.aqua_server)
     if args.json:
         print(json.dumps(content.as_map(), ensure_ascii=False), file=out)
     else:

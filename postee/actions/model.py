@@ -39,6 +39,8 @@ class ActionSpec:
     runs_on: str | None = None
     settings: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping, hash=False, repr=False)
     """Read-only; compared by `==`, not hashed, and never in the repr: it holds secrets (passwords, tokens)."""
+    where: str = attrs.field(default="", eq=False)
+    """Where the entry is in the config file, as problems name it (`routes[2] (name: r2)`)."""
 
 
 @attrs.frozen

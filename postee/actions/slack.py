@@ -17,11 +17,24 @@ Where Postee gives up, this action does what its users meant:
 - Slack takes at most 50 blocks per message. Postee drops a longer report; here it is split over
   several messages, each led by the title (`... (continued, 2/3)`), all sent in order. If a later
   message fails, the retry of that same delivery resumes with the first message not yet accepted,
-  so the channel does not get the first part twice;
+  so the channel does not get the first part twice. A report that would take more than
+  `MAX_MESSAGES` messages is replaced by Postee's short "too long" message with the content's `url`
+  as links (`postee.legacy.slackbody.short_texts`): one message instead of a flood against Slack's
+  rate limit (Postee's users asked for that message; only its body, invalid JSON, was wrong);
 - the title is escaped as Slack's mrkdwn requires (`&`, `<`, `>` become `&amp;`, `&lt;`, `&gt;`),
   and cut to Slack's 3000-character limit for a section text; an empty title gets no title block
   (Slack rejects an empty text). Template blocks are sent as rendered: their `<url|text>` links are
   meant as links.
+
+A description that is a run of blocks each followed by a comma (what Postee's legacy `slack` scan
+renderer writes, see `postee.legacy.slackbody`) is posted exactly as Postee posts it: the title as a
+bold section, the blocks re-encoded with Go's JSON encoder. Past 49 blocks, where Postee posts a short
+"too long" message (as invalid JSON), it is split over several messages like any other report, up to
+`MAX_MESSAGES`; past that it gets Postee's short message, as valid JSON.
+
+Parsing and re-encoding a description is CPU work that grows with the report (seconds for a scan of
+megabytes), so it runs in a worker thread: the event loop, which serves every other route and the
+HTTP intake, is never held up by it.
 """
 
 from __future__ import annotations
@@ -31,10 +44,12 @@ import weakref
 from typing import Any, ClassVar
 
 import attrs
+import trio
 
-from postee.actions.base import ActionError, Delivery, SendResult, define_action
+from postee.actions.base import ActionError, Delivery, SendResult, as_text, define_action
 from postee.actions.httpclient import UrlAction, send_request
 from postee.actions.registry import register
+from postee.legacy.slackbody import SlackBodyError, build_bodies, is_block_run, mrkdwn_escape, short_texts
 from postee.values.jsonkind import json_kind
 
 DEFAULT_TIMEOUT = 30.0
@@ -46,12 +61,19 @@ MAX_BLOCKS = 50
 MAX_TEXT_CHARS = 3000
 """Slack's limit on the text of a section block."""
 
+MAX_MESSAGES = 3
+"""The most messages one report is split over; a longer one gets Postee's short message instead."""
+
+BUILD_THREADS = 2
+"""Worker threads that build bodies at once, per action: a burst of huge reports queues for them
+rather than taking every thread (and, with the GIL, the event loop's share of the CPU)."""
+
 CONTENT_TYPE = "application/json; charset=utf-8"
 
-SLACK_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
-"""What Slack's mrkdwn requires escaped in text that is not meant as markup."""
 
-TEMPLATE_HINT = "use a Slack template for this action, e.g. rego-package postee.vuls.slack"
+TEMPLATE_HINT = (
+    "use a Slack template for this action, e.g. rego-package postee.vuls.slack or legacy-scan-renderer slack"
+)
 
 Block = dict[str, Any]
 
@@ -69,28 +91,25 @@ class SlackAction(UrlAction):
     _progress: dict[int, int] = attrs.field(factory=dict, init=False)
     """id(delivery) -> messages of it Slack already accepted, while a split report is partly sent."""
 
+    _limiter: trio.CapacityLimiter | None = attrs.field(default=None, init=False)
+    """Made at the first send, inside Trio (`from_spec` may run in a worker thread)."""
+
     async def send(self, delivery: Delivery) -> SendResult:
-        try:
-            blocks = parse_blocks(delivery.description)
-        except BlocksError as exc:
-            route = f"route {delivery.route!r}: " if delivery.route else ""
-            raise ActionError(
-                f"{route}the description is not a JSON array of Slack blocks ({exc}); {TEMPLATE_HINT}",
-                retryable=False,
-            ) from None
-        messages = build_messages(delivery.title, blocks)
+        if self._limiter is None:
+            self._limiter = trio.CapacityLimiter(BUILD_THREADS)
+        # Pure work on data nobody changes: if the attempt is cancelled, the thread may finish alone.
+        bodies = await trio.to_thread.run_sync(self._bodies, delivery, abandon_on_cancel=True, limiter=self._limiter)
         key = id(delivery)
         result = SendResult()
-        for index in range(self._progress.get(key, 0), len(messages)):
-            body = json.dumps(messages[index], ensure_ascii=False).encode("utf-8")
+        for index in range(self._progress.get(key, 0), len(bodies)):
             try:
-                result = await send_request(self.client, "POST", self.url, content=body,
+                result = await send_request(self.client, "POST", self.url, content=bodies[index],
                                             headers={"Content-Type": CONTENT_TYPE})
             except ActionError as exc:
-                if len(messages) == 1:
+                if len(bodies) == 1:
                     raise
                 raise ActionError(
-                    f"message {index + 1} of {len(messages)}: {exc.message}",
+                    f"message {index + 1} of {len(bodies)}: {exc.message}",
                     retryable=exc.retryable,
                     status=exc.status,
                     output=exc.output,
@@ -99,6 +118,34 @@ class SlackAction(UrlAction):
             self._remember(delivery, index + 1)
         self._progress.pop(key, None)
         return result
+
+    def _bodies(self, delivery: Delivery) -> list[bytes]:
+        """The request bodies for `delivery`, in order; a final ActionError when it is not Slack blocks.
+
+        Runs in a worker thread: it must not touch the action's state.
+        """
+        route = f"route {delivery.route!r}: " if delivery.route else ""
+        description = delivery.description
+        url = as_text(delivery.content.get("url"))
+        if is_block_run(description):
+            try:
+                return build_bodies(delivery.title, description, MAX_BLOCKS, url, MAX_MESSAGES)
+            except SlackBodyError as exc:
+                raise ActionError(
+                    f"{route}the description is not a run of Slack blocks ({exc}); {TEMPLATE_HINT}",
+                    retryable=False,
+                ) from None
+        try:
+            blocks = parse_blocks(description)
+        except BlocksError as exc:
+            raise ActionError(
+                f"{route}the description is not a JSON array of Slack blocks ({exc}); {TEMPLATE_HINT}",
+                retryable=False,
+            ) from None
+        messages = build_messages(delivery.title, blocks)
+        if len(messages) > MAX_MESSAGES:
+            messages = build_messages(delivery.title, [section(text) for text in short_texts(url, MAX_BLOCKS - 1)])
+        return [json.dumps(message, ensure_ascii=False).encode("utf-8") for message in messages]
 
     def _remember(self, delivery: Delivery, sent: int) -> None:
         """Note that the first `sent` messages of `delivery` were accepted, until it is garbage."""
@@ -180,20 +227,16 @@ def drop_trailing_commas(text: str) -> str:
 
 def slack_escape(text: str, limit: int = MAX_TEXT_CHARS) -> str:
     """`text` with `&`, `<`, `>` escaped for Slack, cut (never inside an entity) to `limit` characters."""
-    out: list[str] = []
-    size = 0
-    for char in text:
-        piece = SLACK_ESCAPES.get(char, char)
-        if size + len(piece) > limit:
-            break
-        out.append(piece)
-        size += len(piece)
-    return "".join(out)
+    return mrkdwn_escape(text, limit)
 
 
 def title_block(title: str, suffix: str = "") -> Block:
     """The section that leads a message: the escaped title (cut to fit), then `suffix` as it is."""
-    text = (slack_escape(title, MAX_TEXT_CHARS - len(suffix)) + suffix).strip()
+    return section((slack_escape(title, MAX_TEXT_CHARS - len(suffix)) + suffix).strip())
+
+
+def section(text: str) -> Block:
+    """A section block with one mrkdwn text."""
     return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
 
 

@@ -1,10 +1,12 @@
 """Load and validate `cfg.yaml`, reporting every problem with its path.
 
 Validation never stops at the first problem: `postee check` prints them all, like
-`routes[2].actions[0]: unknown action 'slak' (did you mean 'slack'?)`. Unknown keys are
-warnings (Postee silently ignores them, which hides typos such as `serialise-actions`);
-references to missing templates or actions are errors, found at load time rather than when the
-first event arrives. `$VAR` secrets are resolved (or left for a runner) as `postee.config.env` says.
+`routes[2] (name: r2).actions[0]: unknown action 'slak' (did you mean 'slack'?)` (the index is
+exact, the name is what the user looks for). Unknown keys are warnings (Postee silently ignores
+them, which hides typos such as `serialise-actions`); references to missing templates or actions
+are errors, found at load time rather than when the first event arrives. A template or action that
+no route uses cannot stop the daemon: its problems are warnings, and it is not loaded. `$VAR`
+secrets are resolved (or left for a runner) as `postee.config.env` says.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ PLUGIN_KEYS = frozenset(
     {"aggregate-message-number", "aggregate-message-timeout", "unique-message-props", "unique-message-timeout",
      "policy-show-all"}
 )
+LEGACY_RENDERERS = ("html", "slack", "jira")
+"""Postee's built-in scan renderers (`legacy-scan-renderer:`), see `postee.legacy`."""
 TEMPLATE_KEYS = frozenset({"name", "body", "url", "rego-package", "legacy-scan-renderer"})
 
 
@@ -181,12 +185,23 @@ def _mapping_list(c: _Collector, data: Mapping[str, Any], key: str) -> list[tupl
         return []
     out = []
     for i, item in enumerate(value):
-        path = f"{key}[{i}]"
         if not isinstance(item, dict):
-            c.error(path, f"expected a mapping, got {type(item).__name__}")
+            c.error(f"{key}[{i}]", f"expected a mapping, got {type(item).__name__}")
             continue
-        out.append((path, item))
+        out.append((_entry_path(key, i, item), item))
     return out
+
+
+def _entry_path(section: str, index: int, entry: Mapping[str, Any]) -> str:
+    """`actions[9] (name: a-splunk)`: the index is exact, the name is what the user looks for.
+
+    A name that is not a string (`name: 123`, a list, `on`) is left out: it is reported on its own,
+    and its Python spelling would not be what the user wrote.
+    """
+    name = entry.get("name")
+    if not isinstance(name, str) or not name.strip():
+        return f"{section}[{index}]"
+    return f"{section}[{index}] (name: {name if name.isprintable() else repr(name)})"
 
 
 # -- sections ---------------------------------------------------------------------------------
@@ -219,6 +234,7 @@ def _route(c: _Collector, m: Mapping[str, Any], path: str) -> RouteConfig:
         template=_str(c, m, "template", path),
         serialize_actions=_bool(c, m, "serialize-actions", path),
         plugins=_plugins(c, m.get("plugins"), _join(path, "plugins")),
+        where=path,
     )
 
 
@@ -233,13 +249,14 @@ def _template(c: _Collector, m: Mapping[str, Any], path: str) -> TemplateConfig:
         url=_str(c, m, "url", path),
         rego_package=_str(c, m, "rego-package", path),
         legacy_scan_renderer=_str(c, m, "legacy-scan-renderer", path),
+        where=path,
     )
-    if not (template.body or template.url or template.rego_package):
-        if template.legacy_scan_renderer:
-            c.error(path, "legacy-scan-renderer (Postee's Go renderers) is not supported: use a rego-package "
-                          "such as postee.vuls.html or postee.vuls.slack")
-        else:
-            c.error(path, "a template needs one of body, url or rego-package")
+    if template.legacy_scan_renderer and template.legacy_scan_renderer not in LEGACY_RENDERERS:
+        # Postee's own words for it (its renderers are html, slack and jira)
+        c.error(_join(path, "legacy-scan-renderer"),
+                f"unknown layout type {template.legacy_scan_renderer!r} (expected html, slack or jira)")
+    if not (template.body or template.url or template.rego_package or template.legacy_scan_renderer):
+        c.error(path, "a template needs one of body, url, rego-package or legacy-scan-renderer")
     return template
 
 
@@ -263,7 +280,7 @@ def _action(c: _Collector, m: Mapping[str, Any], path: str, environ: Mapping[str
     }
     if not name or not action_type:
         return None
-    return ActionSpec(name=name, type=action_type, enable=enable, runs_on=runs_on, settings=settings)
+    return ActionSpec(name=name, type=action_type, enable=enable, runs_on=runs_on, settings=settings, where=path)
 
 
 def _validate_action_settings(c: _Collector, spec: ActionSpec, path: str, unresolved: frozenset[str]) -> None:
@@ -299,6 +316,33 @@ def _unique_names(c: _Collector, items: list[tuple[str, Any]], kind: str) -> Non
             seen[name] = path
 
 
+UNUSED_NOTE = "no route uses it: ignored"
+
+
+def _ignore_unused(c: _Collector, entries: list[str]) -> None:
+    """Turn the errors of the `entries` (paths of templates or actions that no route uses) into warnings.
+
+    Postee logs such an entry and runs without it (its own `cfg.yaml` ships a `url:` template with no
+    URL); so do we, saying so. The pipeline does not load them (`postee.pipeline.build`); an entry a
+    route uses and that cannot work stays an error.
+    """
+    if not entries:
+        return
+    for index, problem in enumerate(c.problems):
+        if problem.severity is Severity.ERROR and any(_within(problem.path, entry) for entry in entries):
+            c.problems[index] = Problem(problem.path, f"{problem.message} ({UNUSED_NOTE})", Severity.WARNING)
+
+
+def _within(path: str, entry: str) -> bool:
+    return path == entry or path.startswith((f"{entry}.", f"{entry}["))
+
+
+def _name_of(entry: Mapping[str, Any]) -> str:
+    """An entry's name as the loader reads it (`_str`), "" when it has none a route could refer to."""
+    name = entry.get("name")
+    return "" if name is None or isinstance(name, bool | dict | list) else str(name)
+
+
 def parse_config(data: Any, *, source: str = "<config>", environ: Mapping[str, str] | None = None,
                  defer_runs_on_env: bool = False) -> tuple[Config, list[Problem]]:
     """Build a `Config` from parsed YAML, collecting every problem (errors and warnings).
@@ -317,8 +361,8 @@ def parse_config(data: Any, *, source: str = "<config>", environ: Mapping[str, s
 
     routes = [(p, _route(c, m, p)) for p, m in _mapping_list(c, data, "routes")]
     templates = [(p, _template(c, m, p)) for p, m in _mapping_list(c, data, "templates")]
-    actions = [(p, a) for p, m in _mapping_list(c, data, "actions")
-               if (a := _action(c, m, p, environ, defer_runs_on_env)) is not None]
+    action_entries = _mapping_list(c, data, "actions")
+    actions = [(p, a) for p, m in action_entries if (a := _action(c, m, p, environ, defer_runs_on_env)) is not None]
     _unique_names(c, routes, "route")
     _unique_names(c, templates, "template")
     _unique_names(c, actions, "action")
@@ -341,6 +385,10 @@ def parse_config(data: Any, *, source: str = "<config>", environ: Mapping[str, s
         for i, action in enumerate(route.actions):
             if action not in action_names:
                 c.error(f"{_join(path, 'actions')}[{i}]", f"unknown action {action!r}{_suggest(action, action_names)}")
+    used_templates = {route.template for _, route in routes if route.template}
+    used_actions = {action for _, route in routes for action in route.actions if action}
+    _ignore_unused(c, [path for path, template in templates if template.name not in used_templates])
+    _ignore_unused(c, [path for path, m in action_entries if _name_of(m) not in used_actions])
 
     max_db_size = 0
     if data.get("max-db-size") not in (None, "", 0):

@@ -45,13 +45,16 @@ class RouteConfig:
     template: str = ""
     serialize_actions: bool = False
     plugins: Plugins = attrs.field(factory=Plugins)
+    where: str = attrs.field(default="", eq=False)
+    """Where the entry is in the config file, as problems name it (`routes[2] (name: r2)`)."""
 
 
 @attrs.frozen
 class TemplateConfig:
-    """A template: inline `body`, a `url` fetched at load time, or a bundled/user `rego-package`.
+    """A template: inline `body`, a `url` fetched at load time, a bundled/user `rego-package`, or one of
+    Postee's built-in scan renderers (`legacy-scan-renderer: html | slack | jira`).
 
-    Postee's precedence when several are given is body > url > rego-package.
+    Postee's precedence when several are given is body > url > rego-package > legacy-scan-renderer.
     """
 
     name: str
@@ -59,6 +62,8 @@ class TemplateConfig:
     url: str = ""
     rego_package: str = ""
     legacy_scan_renderer: str = ""
+    where: str = attrs.field(default="", eq=False)
+    """Where the entry is in the config file, as problems name it (`routes[2] (name: r2)`)."""
 
     @property
     def kind(self) -> str:
@@ -66,7 +71,9 @@ class TemplateConfig:
             return "body"
         if self.url:
             return "url"
-        return "rego-package"
+        if self.rego_package or not self.legacy_scan_renderer:
+            return "rego-package"
+        return "legacy-scan-renderer"
 
 
 @attrs.frozen

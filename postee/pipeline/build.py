@@ -24,7 +24,7 @@ import structlog
 import trio
 
 from actors import MailboxStats, Supervisor
-from postee.actions.base import ActionSpec
+from postee.actions.base import ActionConfigError, ActionSpec
 from postee.actions.registry import build_action
 from postee.config.model import Config
 from postee.metrics import Metrics
@@ -37,7 +37,7 @@ from postee.pipeline.router import DEFAULT_INTAKE_CAPACITY, Router
 from postee.rego.engine import RegoError
 from postee.rego.library import TemplateLibrary
 from postee.rego.pool import RegoPool
-from postee.rego.render import Template, TemplateSpec, check_template, load_template
+from postee.rego.render import Evaluator, TemplateSpec, check_template, load_template
 from postee.rego.rules import build_rule
 from postee.store import Store
 from postee.supervision import DEFAULT_STOP_GRACE, node_supervisor
@@ -91,6 +91,12 @@ class Pipeline:
         return all(stats.depth == 0 for stats in self.mailboxes())
 
 
+def _where(entry: Any, section: str) -> str:
+    """The entry as the loader names it in problems (`actions[9] (name: a-splunk)`); by name alone for
+    an entry made in code."""
+    return entry.where or f"{section} (name: {entry.name})"
+
+
 async def build_pipeline(
     config: Config,
     *,
@@ -115,20 +121,21 @@ async def build_pipeline(
     problems: list[str] = []
     warnings: list[str] = []
 
-    templates: dict[str, Template] = {}
+    templates: dict[str, Evaluator] = {}
     used = {route.template for route in config.routes if route.template}
     for spec in config.templates:
         if spec.name not in used:
             continue
         try:
             template = await load_template(
-                TemplateSpec(spec.name, spec.rego_package or None, spec.body or None, spec.url or None),
+                TemplateSpec(spec.name, spec.rego_package or None, spec.body or None, spec.url or None,
+                             spec.legacy_scan_renderer or None),
                 library,
                 http_client,
             )
-            await pool.compile(template.spec)
+            await template.compile(pool)
         except RegoError as exc:
-            problems.append(f"templates[{spec.name}]: {exc}")
+            problems.append(f"{_where(spec, 'templates')}: {exc}")
             continue
         templates[spec.name] = template
         try:
@@ -136,7 +143,7 @@ async def build_pipeline(
         except RegoError as exc:
             # Templates are written for one tool's events: a miss on the generic sample is worth a
             # warning, not a refusal to start.
-            warnings.append(f"templates[{spec.name}]: {exc}")
+            warnings.append(f"{_where(spec, 'templates')}: {exc}")
 
     rules = {}
     for route in config.routes:
@@ -144,19 +151,23 @@ async def build_pipeline(
             rule = build_rule(route.name, route.input, route.input_files)
             await rule.check(pool)
         except RegoError as exc:
-            problems.append(f"routes[{route.name}]: {exc}")
+            problems.append(f"{_where(route, 'routes')}: {exc}")
             continue
         rules[route.name] = rule
 
     action_objects = {}
+    listed = {name for route in config.routes for name in route.actions}
     for spec in config.actions:
-        if not spec.enable or not is_local(spec):
+        # An action no route lists is never built: if it cannot work, the loader warned about it.
+        if not spec.enable or not is_local(spec) or spec.name not in listed:
             continue
         try:
             # In a worker thread: some actions read files, write keys and build TLS contexts here.
             action_objects[spec.name] = await trio.to_thread.run_sync(build_action, spec)
-        except Exception as exc:  # ActionConfigError and friends: report them all together
-            problems.append(f"actions[{spec.name}]: {exc}")
+        except ActionConfigError as exc:  # every problem, each under the entry's path
+            problems.extend(exc.lines(_where(spec, "actions")))
+        except Exception as exc:  # and friends: report them all together
+            problems.append(f"{_where(spec, 'actions')}: {exc}")
     if problems:
         raise PipelineError(problems)
     for warning in warnings:

@@ -6,12 +6,25 @@ re-encoded: key order, spacing and number spelling are the sender's) is kept nex
 value. Route rules get it as their Rego input, a runner reports it upstream as is, and
 `GET /events` pastes it into its array, so none of them re-encodes a large scan report once per
 route or per request.
+
+The JSON is read as strictly as Postee's Go decoder reads it, so that what a route rule, a template
+and an action see is one and the same value whatever Rego engine runs the route:
+
+- `NaN`, `Infinity` and `-Infinity` are not JSON (RFC 8259): refused, as are numbers beyond the
+  range of a float (`1e400`, an integer of 309 digits), which Go refuses too;
+- a key given twice keeps its last value, as in Go (the Rego engines disagree: regopy keeps the
+  first), and a lone UTF-16 surrogate (`"\\ud800"`) becomes U+FFFD, as in Go (left alone, it cannot
+  be encoded as UTF-8, for the store, an engine or an action). Only then is the text re-encoded from
+  the parsed value, so that every reader of the text sees the same thing.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import json
+import math
+import re
 import sys
 import time
 import uuid
@@ -19,6 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+import trio
 
 from postee.values.jsonkind import json_kind
 
@@ -54,6 +68,17 @@ def new_event_id() -> str:
     return uuid.uuid4().hex
 
 
+PARSE_IN_THREAD = 256 * 1024
+"""Bodies larger than this are parsed in a worker thread (a 15 MiB scan takes most of a second)."""
+
+
+async def parse_event_off_loop(raw: bytes, **options: Any) -> Event:
+    """`parse_event`, in a worker thread when `raw` is large, so the event loop is never held by it."""
+    if len(raw) <= PARSE_IN_THREAD:
+        return parse_event(raw, **options)
+    return await trio.to_thread.run_sync(functools.partial(parse_event, raw, **options))
+
+
 def parse_event(
     raw: bytes | str,
     *,
@@ -74,12 +99,7 @@ def parse_event(
     else:
         text = raw
     text = text.replace("`", "'")
-    try:
-        body = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidEvent(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    except RecursionError:
-        raise InvalidEvent("invalid JSON: nested too deeply") from None
+    body, text = _strict_json(text, may_hold_surrogates=not isinstance(raw, bytes))
     if not isinstance(body, dict):
         raise InvalidEvent(f"an event must be a JSON object, got a JSON {json_kind(body)}")
     return Event(
@@ -90,6 +110,128 @@ def parse_event(
         source=source,
         route=route,
     )
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+"""An escaped UTF-16 surrogate (`\\ud800`-`\\udfff`): where lone surrogates come from in a decoded body."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NUMBER_SHOWN = 40
+"""Characters of an out-of-range number quoted in the error."""
+MAX_DEPTH = 100
+"""Deepest nesting of arrays and objects accepted. regorus refuses inputs nested past 126 levels, and no
+security tool's report comes near: refusing at intake keeps every engine seeing the same events."""
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+class _NotJson(ValueError):
+    """Raised from inside the decoder's hooks: a value that Python reads but JSON (and Go) does not."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotJson(f"{name} is not JSON (RFC 8259 has no NaN or Infinity)")
+
+
+def _finite_float(spelling: str) -> float:
+    value = float(spelling)
+    if math.isinf(value):
+        raise _NotJson(f"number {_shown(spelling)} is out of range (beyond a 64-bit float)")
+    return value
+
+
+class _Integers:
+    """`parse_int`: integers as Python reads them, except that one past 64 bits becomes the float64 Go
+    reads (engines differ on them: regorus refuses them, regopy keeps them exact); counts those."""
+
+    def __init__(self) -> None:
+        self.converted = 0
+
+    def __call__(self, spelling: str) -> int | float:
+        try:
+            value = int(spelling)
+            as_float = float(value)  # Go reads every number as a float64: past its range, it refuses the event
+        except (ValueError, OverflowError):  # ValueError: past Python's own limit on digits
+            raise _NotJson(f"number {_shown(spelling)} is out of range (beyond a 64-bit float)") from None
+        if INT64_MIN <= value <= INT64_MAX:
+            return value
+        self.converted += 1
+        return as_float
+
+
+def _too_deep(text: str) -> bool:
+    """Whether arrays and objects nest deeper than `MAX_DEPTH` in `text` (valid JSON)."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return False
+    depth = 0
+    for match in _BRACKET.finditer(_STRING.sub("", text)):
+        if match.group() in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _shown(spelling: str) -> str:
+    return spelling if len(spelling) <= _NUMBER_SHOWN else f"{spelling[:_NUMBER_SHOWN]}… ({len(spelling)} characters)"
+
+
+def _strict_json(text: str, *, may_hold_surrogates: bool) -> tuple[Any, str]:
+    """The value of `text` read as Go reads it, and the text to keep for it (re-encoded only if they differ).
+
+    `may_hold_surrogates`: the text did not come from UTF-8 bytes, so it may hold surrogates as such.
+    """
+    duplicates = False
+
+    def last_wins(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal duplicates
+        mapping = dict(pairs)
+        if len(mapping) != len(pairs):
+            duplicates = True
+        return mapping
+
+    integers = _Integers()
+    try:
+        body = json.loads(text, object_pairs_hook=last_wins, parse_constant=_refuse_constant,
+                          parse_float=_finite_float, parse_int=integers)
+    except json.JSONDecodeError as exc:
+        raise InvalidEvent(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except _NotJson as exc:
+        raise InvalidEvent(f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidEvent(f"invalid JSON: nested deeper than {MAX_DEPTH} levels") from None
+    if _too_deep(text):
+        raise InvalidEvent(f"invalid JSON: nested deeper than {MAX_DEPTH} levels")
+    replaced = 0
+    try:
+        if _SURROGATE_ESCAPE.search(text) or (may_hold_surrogates and not text.isascii() and _SURROGATE.search(text)):
+            body, replaced = _without_lone_surrogates(body)
+        if duplicates or replaced or integers.converted:
+            text = json.dumps(body, ensure_ascii=False)
+    except RecursionError:
+        raise InvalidEvent("invalid JSON: nested too deeply") from None
+    return body, text
+
+
+def _without_lone_surrogates(value: Any) -> tuple[Any, int]:
+    """`value` with every lone surrogate replaced by U+FFFD (the decoder already joined valid pairs),
+    and how many strings it changed."""
+    if isinstance(value, str):
+        fixed, count = _SURROGATE.subn("\ufffd", value)
+        return fixed, min(count, 1)
+    if isinstance(value, list):
+        items = [_without_lone_surrogates(item) for item in value]
+        return [item for item, _ in items], sum(changed for _, changed in items)
+    if isinstance(value, dict):
+        mapping, total = {}, 0
+        for key, item in value.items():
+            fixed_key, key_changed = _without_lone_surrogates(key)
+            mapping[fixed_key], changed = _without_lone_surrogates(item)
+            total += key_changed + changed
+        return mapping, total
+    return value, 0
 
 
 class RecentEvents:

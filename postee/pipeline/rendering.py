@@ -15,7 +15,7 @@ import trio
 
 from postee.metrics import Metrics
 from postee.rego.pool import RegoPool
-from postee.rego.render import Content, Template, TemplateError, render
+from postee.rego.render import Content, Evaluator, TemplateError, render
 
 DEFAULT_RENDER_CACHE = 512
 
@@ -45,7 +45,7 @@ class RenderCache:
         self._entries: collections.OrderedDict[tuple[str, str], _Entry] = collections.OrderedDict()
         self.evaluations = 0
 
-    async def render(self, template: Template, event_id: str, event: Mapping[str, Any]) -> Content:
+    async def render(self, template: Evaluator, event_id: str, event: Mapping[str, Any]) -> Content:
         """The content of `event` through `template`; raises TemplateError."""
         key = (event_id, template.name)
         entry = self._entries.get(key)
@@ -76,6 +76,6 @@ class RenderCache:
         self._count(template, "ok")
         return entry.value
 
-    def _count(self, template: Template, outcome: str) -> None:
+    def _count(self, template: Evaluator, outcome: str) -> None:
         if self.metrics is not None:
             self.metrics.renders.labels(template.name, outcome).inc()

@@ -1,7 +1,10 @@
 """Templates -> content: what a route hands its actions (Postee 2.x semantics).
 
-A `templates:` entry names a Rego source three ways, in precedence order: an inline `body`, a `url`
-fetched once at load time, or a `rego-package` from the template library. A package template is
+A `templates:` entry names its evaluator four ways, in precedence order: an inline `body`, a `url`
+fetched once at load time, a `rego-package` from the template library, or one of Postee's built-in
+scan renderers (`legacy-scan-renderer: html | slack | jira`, `postee.legacy.template`). Every loaded
+template is an `Evaluator`: routes, the render cache and the CLI use that interface only, whichever
+kind it is. A package template is
 evaluated as `data.<package>`; a body/url module is loaded with the library's common helpers, `data`
 is evaluated and the first object with a `result` key is the template's output. That output must
 have `title` and `result`; any non-string value is written as Go's `json.Marshal` would, because that
@@ -17,7 +20,7 @@ import contextlib
 import ipaddress
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import httpx
@@ -75,16 +78,46 @@ class TemplateSpec:
     rego_package: str | None = None
     body: str | None = None
     url: str | None = None
+    legacy_scan_renderer: str | None = None
+
+
+class Evaluator(Protocol):
+    """A loaded template, whatever its kind: what routes, the render cache and the CLI use."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def origin(self) -> str:
+        """For messages: "rego-package postee.vuls.html", "body", "legacy-scan-renderer html", ..."""
+        ...
+
+    async def compile(self, pool: RegoPool) -> None:
+        """Load-time preparation (a Rego template compiles in the pool); raises `TemplateError`."""
+        ...
+
+    async def render(self, pool: RegoPool, event: Mapping[str, Any], aqua_server: str = "") -> Content:
+        """The content of `event`; raises `TemplateError`."""
+        ...
 
 
 @attrs.frozen
 class Template:
-    """A loaded template: the query to evaluate and how to read its output."""
+    """A loaded Rego template: the query to evaluate and how to read its output."""
 
     name: str
     origin: str  # for messages: "rego-package postee.vuls.html", "body", "url https://..."
     spec: QuerySpec
     search_result: bool  # body/url: find the first object with a `result` key in `data`
+
+    async def compile(self, pool: RegoPool) -> None:
+        try:
+            await pool.compile(self.spec)
+        except RegoCompileError as exc:
+            raise TemplateError(f"template {self.name!r} ({self.origin}): {exc}") from None
+
+    async def render(self, pool: RegoPool, event: Mapping[str, Any], aqua_server: str = "") -> Content:
+        return await render_rego(pool, self, event, aqua_server)
 
 
 @attrs.frozen
@@ -125,14 +158,19 @@ class Content:
 
 @attrs.frozen
 class AggregatedContent:
-    """What an aggregation package produces from several contents."""
+    """What an aggregation (a Rego package, or a legacy renderer's) produces from several contents."""
 
     title: str
     description: str
     url: str = ""
+    owners: str | None = None
+    """The items' owners joined with ';' (legacy renderers; None: no key, as in Postee)."""
 
     def as_map(self) -> dict[str, str]:
-        return {"title": self.title, "description": self.description, "url": self.url}
+        content = {"title": self.title, "description": self.description, "url": self.url}
+        if self.owners is not None:
+            content["owners"] = self.owners
+        return content
 
 
 def as_text(value: Any) -> str:
@@ -254,8 +292,9 @@ async def load_template(
     spec: TemplateSpec,
     library: TemplateLibrary,
     client: httpx.AsyncClient | None = None,
-) -> Template:
-    """Resolve a `templates:` entry into a query (body > url > rego-package, like Postee)."""
+) -> Evaluator:
+    """Resolve a `templates:` entry into its evaluator (body > url > rego-package > legacy-scan-renderer,
+    like Postee)."""
     if spec.body:
         modules = library.with_common(f"template-{spec.name}.rego", spec.body)
         return Template(spec.name, "body", QuerySpec.build(modules, "data"), True)
@@ -270,7 +309,11 @@ async def load_template(
             raise TemplateError(f"template {spec.name!r}: {exc}") from None
         query = QuerySpec.build(modules, f"data.{spec.rego_package}")
         return Template(spec.name, f"rego-package {spec.rego_package}", query, False)
-    raise TemplateError(f"template {spec.name!r}: needs one of body, url or rego-package")
+    if spec.legacy_scan_renderer:
+        from postee.legacy.template import legacy_template  # postee.legacy builds on this module
+
+        return legacy_template(spec.name, spec.legacy_scan_renderer)
+    raise TemplateError(f"template {spec.name!r}: needs one of body, url, rego-package or legacy-scan-renderer")
 
 
 def package_template(package: str, library: TemplateLibrary) -> Template:
@@ -319,8 +362,13 @@ async def _evaluate(pool: RegoPool, template: Template, input_value: Any) -> dic
     return _output_of(template, value)
 
 
-async def render(pool: RegoPool, template: Template, event: Mapping[str, Any], aqua_server: str = "") -> Content:
-    """Evaluate `template` on `event` and build the content map; raises `TemplateError`."""
+async def render(pool: RegoPool, template: Evaluator, event: Mapping[str, Any], aqua_server: str = "") -> Content:
+    """The content `template` makes of `event`, whatever kind of template it is; raises `TemplateError`."""
+    return await template.render(pool, event, aqua_server)
+
+
+async def render_rego(pool: RegoPool, template: Template, event: Mapping[str, Any], aqua_server: str = "") -> Content:
+    """Evaluate a Rego `template` on `event` and build the content map; raises `TemplateError`."""
     output = await _evaluate(pool, template, augment_event(event, aqua_server))
     fields = {attr: as_text(output[key]) if key in output else "" for key, attr in _OPTIONAL_FIELDS}
     aggregation_pkg = output.get("aggregation_pkg")
@@ -341,7 +389,10 @@ async def render(pool: RegoPool, template: Template, event: Mapping[str, Any], a
 
 
 def aggregation_item(content: Content) -> dict[str, Any]:
-    """One input item of an aggregation package (description parsed when it is a JSON array)."""
+    """One input item of an aggregation (for a Rego package, the description is parsed when it is a
+    JSON array; a legacy renderer's aggregation gets the content map as it is, owners included)."""
+    if is_legacy_aggregation(content.aggregation_pkg):
+        return content.as_map()
     description: Any = content.description
     if description.lstrip().startswith("["):
         try:
@@ -366,10 +417,23 @@ async def aggregate(
     return await aggregate_items(pool, aggregation_pkg, library, [aggregation_item(c) for c in contents])
 
 
+LEGACY_AGGREGATION_PREFIX = "legacy-scan-renderer:"
+"""The `aggregation_pkg` of a legacy renderer's contents: its aggregation, not a Rego package (a Rego
+package name has no `:`, so the two cannot meet)."""
+
+
+def is_legacy_aggregation(aggregation_pkg: str | None) -> bool:
+    return bool(aggregation_pkg) and aggregation_pkg.startswith(LEGACY_AGGREGATION_PREFIX)  # type: ignore[union-attr]
+
+
 async def aggregate_items(
     pool: RegoPool, aggregation_pkg: str, library: TemplateLibrary, items: Sequence[Mapping[str, Any]]
 ) -> AggregatedContent:
-    """Like `aggregate`, from items already in aggregation form (as queued in the store)."""
+    """Like `aggregate`, from items already in aggregation form (as queued in the store), oldest first."""
+    if is_legacy_aggregation(aggregation_pkg):
+        from postee.legacy.template import aggregate_legacy  # postee.legacy builds on this module
+
+        return await aggregate_legacy(aggregation_pkg[len(LEGACY_AGGREGATION_PREFIX):], items)
     template = package_template(aggregation_pkg, library)
     output = await _evaluate(pool, template, list(items))
     return AggregatedContent(
@@ -379,15 +443,12 @@ async def aggregate_items(
     )
 
 
-async def check_template(pool: RegoPool, template: Template, sample_event: Mapping[str, Any] | None = None) -> None:
+async def check_template(pool: RegoPool, template: Evaluator, sample_event: Mapping[str, Any] | None = None) -> None:
     """Load-time validation: the template compiles, and yields `title` and `result` on a sample event.
 
     Raises `TemplateError` naming the template and the problem.
     """
-    try:
-        await pool.compile(template.spec)
-    except RegoCompileError as exc:
-        raise TemplateError(f"template {template.name!r} ({template.origin}): {exc}") from None
+    await template.compile(pool)
     event = SAMPLE_EVENT if sample_event is None else sample_event
     try:
         await render(pool, template, event)
@@ -396,7 +457,7 @@ async def check_template(pool: RegoPool, template: Template, sample_event: Mappi
 
 
 async def check_templates(
-    pool: RegoPool, templates: Sequence[Template], sample_event: Mapping[str, Any] | None = None
+    pool: RegoPool, templates: Sequence[Evaluator], sample_event: Mapping[str, Any] | None = None
 ) -> list[TemplateError]:
     """Validate every template (see `check_template`); returns all problems, not just the first."""
     problems: list[TemplateError] = []

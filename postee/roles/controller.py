@@ -59,7 +59,7 @@ from postee.bus.protocol import (
 from postee.config import Config, ConfigError, Severity, parse_config
 from postee.config.loader import read_yaml
 from postee.config.runner_slice import config_version, slice_yaml
-from postee.pipeline.events import InvalidEvent, parse_event
+from postee.pipeline.events import InvalidEvent, parse_event_off_loop
 from postee.roles.linked import run_linked
 from postee.roles.node import Node, NodeOptions
 from postee.roles.runners import MAX_RUNNERS, RunnerRegistry
@@ -288,8 +288,8 @@ class Controller:
         event_id = message.headers.get(HEADER_EVENT_ID)
         key = f"{runner}:{event_id}" if event_id else None
         try:
-            event = parse_event(message.data, event_id=event_id, source=runner,
-                                route=message.headers.get(HEADER_ROUTE) or None)
+            event = await parse_event_off_loop(message.data, event_id=event_id, source=runner,
+                                               route=message.headers.get(HEADER_ROUTE) or None)
         except InvalidEvent as exc:
             log.warning("invalid event from a runner dropped", runner=runner, reason=str(exc))
             await self._reply(message, ACK)  # resending the same bytes cannot help

@@ -45,7 +45,7 @@ import trio
 
 from postee.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from postee.metrics import Metrics
-from postee.pipeline.events import Event, InvalidEvent, parse_event
+from postee.pipeline.events import Event, InvalidEvent, parse_event_off_loop
 
 log = structlog.get_logger("postee.web")
 
@@ -184,7 +184,7 @@ class PosteeApp:
             await _respond(send, 413, f"event larger than {self.max_body} bytes\n".encode())
             return None
         try:
-            return parse_event(body, source=source)
+            return await parse_event_off_loop(body, source=source)
         except InvalidEvent as exc:
             metrics.events_rejected.labels("invalid").inc()
             log.warning("invalid event rejected", reason=str(exc), size=len(body))

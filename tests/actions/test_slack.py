@@ -1,12 +1,22 @@
 """The slack action against a real local HTTP server playing Slack's incoming webhook."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
+import trio
 
 from postee.actions import ActionConfigError, ActionError, ActionSpec, Delivery, action_class, send_with_retries
-from postee.actions.slack import MAX_BLOCKS, MAX_TEXT_CHARS, SlackAction, drop_trailing_commas, parse_blocks
+from postee.actions.slack import (
+    MAX_BLOCKS,
+    MAX_MESSAGES,
+    MAX_TEXT_CHARS,
+    SlackAction,
+    drop_trailing_commas,
+    parse_blocks,
+)
+from postee.legacy import render_content
 from tests.helpers.http_sink import Reply, open_http_sink
 
 GOLDENS = Path(__file__).parent.parent / "fixtures" / "compat" / "goldens"
@@ -136,6 +146,25 @@ async def test_more_than_50_blocks_are_split_over_several_messages_in_order():
     assert requests[0].received_at <= requests[1].received_at <= requests[2].received_at
 
 
+async def test_a_report_longer_than_max_messages_is_one_short_message_with_its_link():
+    # Split, a report would flood the channel against Slack's rate limit: past MAX_MESSAGES messages
+    # it is replaced by Postee's short "too long, see the link" message.
+    url = "https://aqua.example/#/images/r/i/vulns"
+    full = MAX_MESSAGES * (MAX_BLOCKS - 1)
+    _, requests = await send_one(json.dumps(numbered_blocks(full)), [Reply(200, "ok")] * MAX_MESSAGES)
+    assert [len(r.json()["blocks"]) for r in requests] == [MAX_BLOCKS] * MAX_MESSAGES
+    content = {"title": "Big <report>", "description": json.dumps(numbered_blocks(full + 1)), "url": url}
+    async with open_http_sink(SLACK_OK) as sink:
+        async with slack(sink.url + WEBHOOK_PATH) as action:
+            await action.send(Delivery(content=content, route="vuls"))
+        [request] = sink.requests
+    assert request.json()["blocks"] == [
+        section("Big &lt;report&gt;"),
+        section("This message is too long to display here. Please visit the link to read the content."),
+        section(f"<{url}|{url}>"),
+    ]
+
+
 async def test_exactly_49_blocks_fit_one_message():
     _, requests = await send_one(json.dumps(numbered_blocks(MAX_BLOCKS - 1)))
     assert [len(r.json()["blocks"]) for r in requests] == [MAX_BLOCKS]
@@ -155,6 +184,48 @@ async def test_a_retry_of_a_split_report_resumes_where_slack_stopped_accepting()
     assert "rollup_error" in attempts[0].error.message
     heads = [r.json()["blocks"][1]["text"]["text"] for r in requests]
     assert heads == ["block 0", "block 49", "block 49", "block 98"]
+
+
+def big_legacy_report() -> str:
+    """A legacy `slack` rendering of 20,000 vulnerabilities: parsing and re-encoding it takes a while."""
+    vulns = [{"name": f"CVE-{n}", "fix_version": "2", "aqua_severity": "high"} for n in range(20_000)]
+    event = {"image": "i", "registry": "r", "resources": [{"resource": {"name": "p"}, "vulnerabilities": vulns}]}
+    return render_content(event, "slack", "")["description"]
+
+
+def big_template_report() -> str:
+    """A Rego template's array of 100 large blocks with a trailing comma: the tolerant re-parse is slow."""
+    blocks = [section("x" * 20_000) for _ in range(100)]
+    return json.dumps(blocks)[:-1] + ",]"
+
+
+@pytest.mark.parametrize("make_description", [big_legacy_report, big_template_report])
+async def test_building_the_bodies_does_not_block_the_event_loop(make_description):
+    # A heartbeat task ticks every 5 ms while the action sends; the longest gap between its ticks is
+    # how long the event loop (every other route, the HTTP intake) was held up. Compared with the
+    # whole send, so the test does not depend on the machine's speed (built on the loop, the bodies
+    # stall it for most of the send; in a thread, only garbage collection pauses it, briefly).
+    description = make_description()
+    gaps = []
+
+    async def heartbeat():
+        last = time.perf_counter()
+        while True:
+            await trio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    async with open_http_sink() as sink:
+        async with slack(sink.url + WEBHOOK_PATH) as action, trio.open_nursery() as nursery:
+            nursery.start_soon(heartbeat)
+            await trio.sleep(0.02)
+            start = time.perf_counter()
+            await action.send(delivery(description))
+            elapsed = time.perf_counter() - start
+            nursery.cancel_scope.cancel()
+        assert sink.requests
+    assert max(gaps) < elapsed / 3, f"the event loop stalled {max(gaps):.3f}s of a {elapsed:.3f}s send"
 
 
 async def test_slack_refusal_is_final_and_carries_slacks_reason_but_not_the_webhook_secret():

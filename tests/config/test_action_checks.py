@@ -25,11 +25,12 @@ REQUIRED = {
 
 @pytest.mark.parametrize(("action_type", "keys"), sorted(REQUIRED.items()))
 def test_missing_required_keys_are_named_with_their_path(action_type, keys):
-    text = f"actions:\n  - name: a\n    type: {action_type}\n    enable: true\n"
+    text = (f"routes:\n  - name: r\n    actions: [a]\n    template: t\ntemplates:\n  - name: t\n    body: x\n"
+            f"actions:\n  - name: a\n    type: {action_type}\n    enable: true\n")
     _, problems = parse_config(yaml.safe_load(text), environ={})
     errors = [str(p) for p in problems if p.severity is Severity.ERROR]
     for key in keys:
-        assert any(e.startswith(f"actions[0].{key}") for e in errors), (key, errors)
+        assert any(e.startswith(f"actions[0] (name: a).{key}") for e in errors), (key, errors)
 
 
 def test_every_action_type_of_postee_is_known():

@@ -45,10 +45,10 @@ def errors(problems) -> list[str]:
 def test_standalone_resolves_every_action_and_an_unset_variable_is_an_error():
     _, problems = parse_config(yaml.safe_load(CONFIG), environ={"CONTROLLER_URL": "http://c.test/"})
     assert errors(problems) == [
-        "actions[1].url: environment variable RUNNER_URL is not set",
-        "actions[1].timeout: environment variable RUNNER_TIMEOUT is not set",
-        "actions[1].headers.Authorization[0]: environment variable RUNNER_TOKEN is not set",
-        "actions[1].url: required",
+        "actions[1] (name: runner-hook).url: environment variable RUNNER_URL is not set",
+        "actions[1] (name: runner-hook).timeout: environment variable RUNNER_TIMEOUT is not set",
+        "actions[1] (name: runner-hook).headers.Authorization[0]: environment variable RUNNER_TOKEN is not set",
+        "actions[1] (name: runner-hook).url: required",
     ]
 
 
@@ -64,12 +64,13 @@ def test_a_controller_leaves_runner_secrets_as_written_and_still_checks_the_shap
     del broken["actions"][1]["url"]
     broken["actions"][2]["timeout"] = "soon"
     _, problems = parse_config(broken, environ={"CONTROLLER_URL": "http://c.test/"}, defer_runs_on_env=True)
-    assert [e.split(":")[0] for e in errors(problems)] == ["actions[1].url", "actions[2].timeout"]
-    assert errors(problems)[0] == "actions[1].url: required"
+    assert [p.path for p in problems if p.severity is Severity.ERROR] == [
+        "actions[1] (name: runner-hook).url", "actions[2] (name: runner-exec).timeout"]
+    assert errors(problems)[0] == "actions[1] (name: runner-hook).url: required"
     # the controller's own actions stay strict
     _, problems = parse_config(yaml.safe_load(CONFIG), environ={}, defer_runs_on_env=True)
-    assert errors(problems) == ["actions[0].url: environment variable CONTROLLER_URL is not set",
-                                "actions[0].url: required"]
+    assert errors(problems) == ["actions[0] (name: local-hook).url: environment variable CONTROLLER_URL is not set",
+                                "actions[0] (name: local-hook).url: required"]
 
 
 def test_env_keys_are_those_holding_a_reference_at_any_depth():

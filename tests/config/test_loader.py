@@ -75,7 +75,7 @@ routes:
     actions: [stdout]
     template: raw
   - name: r1
-    actions: [stdout]
+    actions: [stdout, slack]
     template: raw
   - name: r2
     actions: [slak, stdout]
@@ -101,16 +101,20 @@ actions:
     _, problems = problems_of(text)
     errors = {str(p) for p in problems if p.severity is Severity.ERROR}
     warnings = {str(p) for p in problems if p.severity is Severity.WARNING}
-    assert "routes[2].actions[0]: unknown action 'slak' (did you mean 'slack'?)" in errors
-    assert "routes[2].template: unknown template 'rawjson' (did you mean 'raw'?)" in errors
-    assert "templates[1]: a template needs one of body, url or rego-package" in errors
-    assert "actions[1].url: environment variable SLACK_URL is not set" in errors
-    assert any(e.startswith("actions[2].name: duplicate action name 'stdout'") for e in errors)
-    assert any(e.startswith("routes[2].plugins.unique-message-timeout: invalid duration 'soon'") for e in errors)
-    assert any(e.startswith("actions[2].type: unknown action type 'nosuchthing'") for e in errors)
-    assert ("warning: routes[2].serialise-actions: unknown key 'serialise-actions' is ignored "
+    assert "routes[2] (name: r2).actions[0]: unknown action 'slak' (did you mean 'slack'?)" in errors
+    assert "routes[2] (name: r2).template: unknown template 'rawjson' (did you mean 'raw'?)" in errors
+    # no route uses the template "empty": a warning (see test_unused_entries)
+    assert ("warning: templates[1] (name: empty): a template needs one of body, url, rego-package or "
+            "legacy-scan-renderer (no route uses it: ignored)") in warnings
+    assert "actions[1] (name: slack).url: environment variable SLACK_URL is not set" in errors
+    assert any(e.startswith("actions[2] (name: stdout).name: duplicate action name 'stdout'") for e in errors)
+    assert any(e.startswith("routes[2] (name: r2).plugins.unique-message-timeout: invalid duration 'soon'")
+               for e in errors)
+    assert any(e.startswith("actions[2] (name: stdout).type: unknown action type 'nosuchthing'") for e in errors)
+    assert ("warning: routes[2] (name: r2).serialise-actions: unknown key 'serialise-actions' is ignored "
             "(did you mean 'serialize-actions'?)") in warnings
-    assert "warning: actions[2].enable: not set: the action is disabled, as in Postee (add `enable: true`)" in warnings
+    assert ("warning: actions[2] (name: stdout).enable: not set: the action is disabled, as in Postee "
+            "(add `enable: true`)") in warnings
 
 
 def test_load_config_raises_with_all_errors_and_returns_warnings(tmp_path):
@@ -136,9 +140,9 @@ def test_missing_file_is_a_clear_error(tmp_path):
 
 
 def test_yaml_booleans_as_names_get_a_hint():
-    _, problems = problems_of("actions:\n  - name: on\n    type: stdout\n    enable: true\n")
+    _, problems = problems_of("routes:\n  - name: off\n")
     (problem,) = [p for p in problems if p.severity is Severity.ERROR]
-    assert "quote the value" in str(problem) and problem.path == "actions[0].name"
+    assert "quote the value" in str(problem) and problem.path == "routes[0].name"
 
 
 def test_example_config_is_valid():

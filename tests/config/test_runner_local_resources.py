@@ -58,8 +58,8 @@ def test_the_controller_does_not_look_for_a_runner_action_s_local_files():
 
 def test_a_standalone_node_still_checks_them():
     found = errors(CONFIG, controller=False)
-    assert any("actions[0].input-file" in e and "file not found" in e for e in found), found
-    assert any("actions[1].body-file" in e for e in found), found
+    assert any("actions[0] (name: kill-it).input-file" in e and "file not found" in e for e in found), found
+    assert any("actions[1] (name: notify-it).body-file" in e for e in found), found
     assert any("actions[2]" in e and "kube" in e for e in found), found
 
 

@@ -43,11 +43,13 @@ def event_bytes(name: str) -> bytes:
     raise FileNotFoundError(name)
 
 
-def webhook_route(url: str, *, route: str = "r", serialize: bool = False) -> str:
-    """A config with one route sending every event, rendered raw, to a `webhook` action at `url`."""
+def webhook_route(url: str, *, route: str = "r", serialize: bool = False, rule: str | None = None) -> str:
+    """A config with one route sending every event (or those `rule` matches), rendered raw, to a
+    `webhook` action at `url`."""
+    rule_line = f"\n    input: {rule}" if rule else ""
     return f"""
 routes:
-  - name: {route}
+  - name: {route}{rule_line}
     serialize-actions: {"true" if serialize else "false"}
     actions: [hook]
     template: raw

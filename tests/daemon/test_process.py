@@ -117,8 +117,8 @@ actions:
             await trio.sleep(0.05)
     stderr = proc.stderr.read().decode()
     assert proc.returncode == 2
-    assert "routes[0].actions[0]: unknown action 'slak' (did you mean 'slack'?)" in stderr
-    assert "routes[0].template: unknown template 'nope'" in stderr
+    assert "routes[0] (name: r).actions[0]: unknown action 'slak' (did you mean 'slack'?)" in stderr
+    assert "routes[0] (name: r).template: unknown template 'nope'" in stderr
 
 
 def test_check_command_reports_paths_and_exit_status(tmp_path):
@@ -143,10 +143,10 @@ actions:
     result = subprocess.run([sys.executable, "-m", "postee", "check", "--cfgfile", str(bad)],
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1
-    assert "routes[0].actions[1]: unknown action 'slak'" in result.stdout
-    assert "warning: routes[0].serialise-actions: unknown key 'serialise-actions' is ignored " \
+    assert "routes[0] (name: r).actions[1]: unknown action 'slak'" in result.stdout
+    assert "warning: routes[0] (name: r).serialise-actions: unknown key 'serialise-actions' is ignored " \
            "(did you mean 'serialize-actions'?)" in result.stdout
-    assert "actions[2].url: required" in result.stdout or "actions[1].url" in result.stdout
+    assert "warning: actions[1] (name: hook).url: required (no route uses it: ignored)" in result.stdout
     good = subprocess.run([sys.executable, "-m", "postee", "check", "--cfgfile", str(ROOT / "examples" / "cfg.yaml")],
                           capture_output=True, text=True, timeout=60, check=False)
     assert good.returncode == 0, good.stdout + good.stderr

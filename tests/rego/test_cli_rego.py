@@ -225,7 +225,7 @@ def test_route_test_missing_template_is_a_clear_error(capsys, tmp_path, event_fi
         capsys, "--rego-engine", ENGINE, "route", "test", "--cfgfile", str(cfg), "--event", str(event_file)
     )
     assert status == 2
-    assert f"{cfg}: routes[0].template: unknown template 'nowhere'" in err
+    assert f"{cfg}: routes[0] (name: r).template: unknown template 'nowhere'" in err
 
 
 def test_route_test_reports_a_broken_rule(capsys, tmp_path, event_file):

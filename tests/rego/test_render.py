@@ -257,7 +257,7 @@ async def test_body_without_result_object(pool, library):
 
 
 async def test_template_without_source_is_an_error(library):
-    with pytest.raises(TemplateError, match="needs one of body, url or rego-package"):
+    with pytest.raises(TemplateError, match="needs one of body, url, rego-package or legacy-scan-renderer"):
         await load_template(TemplateSpec("empty"), library)
     with pytest.raises(TemplateError, match="template 'gone': no template package 'no.such'"):
         await load_template(TemplateSpec("gone", rego_package="no.such"), library)

@@ -252,7 +252,7 @@ async def test_a_slice_the_runner_cannot_use_is_reported_and_not_fetched_again_a
         assert (await c_client.get("/reload", params={"key": controller.node.api_key()})).status_code == 200
         await eventually(lambda: any("rejected" in p for p in registry.runners["runner-1"].problems))
         (problem,) = registry.runners["runner-1"].problems
-        assert "actions[0].timeout" in problem
+        assert "actions[0] (name: with-secret).timeout" in problem
         beats = registry.runners["runner-1"].heartbeats
         await eventually(lambda: registry.runners["runner-1"].heartbeats >= beats + 5)
         # told at each heartbeat that it is behind, it does not fetch the same unusable slice again
