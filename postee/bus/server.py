@@ -38,6 +38,7 @@ import json
 import os
 import re
 import shutil
+import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -49,7 +50,7 @@ import trio
 from actors import RestartPolicy, Supervisor, SupervisorEvent, one_error
 from postee.bus.nkeys_util import NKeyError, public_key_from_seed_file, validate_public_key
 from postee.bus.server_binary import find_nats_server
-from postee.bus.server_config import RunFiles, render_config, write_run_files
+from postee.bus.server_config import RunFiles, render_config, rewrite_config, write_run_files
 from postee.bus.server_errors import (
     PORT_IN_USE,
     NatsServerConfigError,
@@ -127,6 +128,8 @@ class NatsServer:
         #: How many times a process became ready (1 + successful restarts).
         self.ready_count = 0
         self._log_tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+        self._running: tuple[ChildProcess, RunFiles] | None = None
+        """The current process and its files, while one runs (for `reload`)."""
         self._probe_peers: collections.deque[str] = collections.deque(maxlen=8)
         self._logger = structlog.get_logger(LOGGER_NAME).bind(server=name)
 
@@ -155,6 +158,31 @@ class NatsServer:
         finally:
             if claim is not None:
                 claim.release()
+
+    async def reload(self, options: NatsServerOptions) -> None:
+        """Run with `options` from now on: the running process's config is rewritten and it reloads it
+        (SIGHUP); a restart uses them too. Only users and permissions may change (the listen address,
+        TLS and the rest are the process's); nats-server drops connected clients whose user is gone.
+        Raises `NatsServerConfigError` (keys, files) before changing anything."""
+        fixed = {"url", "tls_cert", "tls_key", "ca_root", "max_payload", "local_client_ca", "work_dir", "pid_file"}
+        changed = sorted(name for name in fixed if getattr(options, name) != getattr(self.options, name))
+        if changed:
+            raise NatsServerConfigError(f"a reload may change users only, not {', '.join(changed)}")
+        previous, self.options = self.options, options
+        try:
+            public_keys = await trio.to_thread.run_sync(self._public_keys)
+        except NatsServerConfigError:
+            self.options = previous
+            raise
+        running = self._running
+        if running is None or self.port is None:
+            return  # not running now: the next start writes the new config
+        process, files = running
+        await trio.to_thread.run_sync(functools.partial(rewrite_config, options, files, port=self.port,
+                                                        public_keys=public_keys))
+        if process.returncode is None:
+            process.send_signal(signal.SIGHUP)
+            self._logger.info("nats-server reloading its users", pid=process.pid)
 
     # -- internals -----------------------------------------------------------------------------
     async def _claim_pid_file(self, binary: Path) -> PidFileClaim | None:
@@ -222,6 +250,7 @@ class NatsServer:
         try:
             if claim is not None:
                 await trio.to_thread.run_sync(claim.record, process.pid, files.config)
+            self._running = (process, files)
             async with trio.open_nursery() as nursery:
                 assert process.stdout is not None
                 nursery.start_soon(self._pump_log, process.stdout, process.pid, log_done, pump_scope)
@@ -237,6 +266,7 @@ class NatsServer:
                     if stopped_by_us:
                         self._logger.info("nats-server stopped", pid=process.pid, returncode=process.returncode)
         finally:
+            self._running = None
             with trio.CancelScope(shield=True):
                 if process.returncode is None:  # only if the nursery itself blew up
                     process.kill()

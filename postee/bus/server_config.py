@@ -33,7 +33,7 @@ from postee.bus.permissions import (
 from postee.bus.server_errors import NatsServerConfigError
 from postee.bus.server_options import NatsServerOptions
 
-__all__ = ["RUN_DIR_PREFIX", "RunFiles", "render_config", "write_run_files"]
+__all__ = ["RUN_DIR_PREFIX", "RunFiles", "render_config", "rewrite_config", "write_run_files"]
 
 #: Prefix of the per-run directories (a leftover's is recognised by it, see `postee.bus.server_pidfile`).
 RUN_DIR_PREFIX = "postee-nats-"
@@ -162,3 +162,15 @@ def write_run_files(options: NatsServerOptions, *, port: int, public_keys: Seque
         shutil.rmtree(directory, ignore_errors=True)
         raise
     return RunFiles(directory=directory, config=config_path, ports_dir=ports_dir)
+
+
+def rewrite_config(options: NatsServerOptions, files: RunFiles, *, port: int, public_keys: Sequence[str]) -> None:
+    """Replace a running server's config in place (atomically, 0600), for a reload. Blocking: call it
+    from a thread."""
+    client_cas = files.directory / "client-cas.pem"
+    config = render_config(options, port=port, public_keys=public_keys,
+                           client_ca_file=client_cas if client_cas.exists() else None)
+    fresh = files.config.with_name(files.config.name + ".new")
+    fresh.unlink(missing_ok=True)
+    _write_private(fresh, config.encode("utf-8"))
+    os.replace(fresh, files.config)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import structlog
@@ -74,6 +74,18 @@ UNNAMED_RUNNER = "postee-runner"
 """Source name for events from a Postee runner, which sends no name with its events."""
 UNVERIFIED_LABEL = "unverified"
 """The metrics label of every runner whose name the bus does not vouch for."""
+
+
+class BusUsers(Protocol):
+    """Who may use the bus, reloaded with the configuration (the runner keys file, see `postee.roles.launch`)."""
+
+    async def read(self) -> Any:
+        """The users for the configuration being loaded; raises `ConfigError` when they cannot be read."""
+        ...
+
+    async def apply(self, users: Any) -> frozenset[str]:
+        """Make `users` the bus's; returns the runners whose names the bus now vouches for."""
+        ...
 
 
 @attrs.frozen
@@ -125,6 +137,9 @@ class Controller:
         self.duplicates = 0
         self.bus: Supervisor | None = None
         """The supervisor of the bus side (one child per subscription), once running."""
+        self.bus_users: BusUsers | None = None
+        """Re-read at every reload (runner keys), applied once the node runs the new configuration."""
+        self._pending_users: Any = None
 
     @property
     def raw(self) -> dict[str, Any]:
@@ -148,6 +163,8 @@ class Controller:
                 log.warning("config", problem=str(problem))
         if any(p.severity is Severity.ERROR for p in problems):
             raise ConfigError(path, problems)
+        if self.running is not None and self.bus_users is not None:  # a reload: the runner keys too
+            self._pending_users = await self.bus_users.read()
         self._pending = await trio.to_thread.run_sync(RawConfig.of, data)  # a YAML dump: off the event loop
         if self.running is None:
             # The first load: nothing serves slices before the node runs it (the bus side starts after).
@@ -362,6 +379,11 @@ class Controller:
     async def _reloaded(self, config: Config) -> None:
         """The node runs the reloaded file: slices come from it now; tell the runners to fetch theirs."""
         self._promote()
+        users, self._pending_users = self._pending_users, None
+        if users is not None and self.bus_users is not None:
+            verified = await self.bus_users.apply(users)
+            self.options = attrs.evolve(self.options, verified_runners=verified)
+            self.registry.verified = verified
         assert self.running is not None
         try:
             await self.transport.publish(CONFIG_CHANGED_SUBJECT, self.running.version.encode())

@@ -38,6 +38,7 @@ from postee.bus.protocol import runner_inbox_prefix
 from postee.bus.runner_keys import RunnerKeysError, read_runner_keys
 from postee.bus.server import DEFAULT_URL, NatsServer, NatsServerConfigError, NatsServerOptions, serve_nats_server
 from postee.bus.server_options import parse_listen_url
+from postee.config import ConfigError, Problem
 from postee.roles.controller import Controller, ControllerOptions
 from postee.roles.node import NodeOptions
 from postee.roles.runner import Runner, RunnerOptions
@@ -105,8 +106,10 @@ def check_bus_security(link: LinkOptions, runner_keys: tuple[tuple[str, str], ..
         return
     host, _ = parse_listen_url(link.url)
     if link.runner_keys and not runner_keys:
-        log.warning("the runner keys file names no runner", path=link.runner_keys)
-    authenticated = bool(link.seed_file or runner_keys or link.ca_root)
+        log.warning("the runner keys file names no runner: only the controller may use the bus until runners "
+                    "are added to it (then reload)", path=link.runner_keys)
+    # a keys file, even an empty one, turns authentication on: the controller has its own key
+    authenticated = bool(link.seed_file or link.runner_keys or link.ca_root)
     if not authenticated:
         if not _is_loopback(host):
             if not link.insecure_bus:
@@ -124,7 +127,7 @@ def check_bus_security(link: LinkOptions, runner_keys: tuple[tuple[str, str], ..
                         "controller or as any runner", host=host)
     elif link.seed_file:
         log.warning(SHARED_SEED_WARNING)
-    elif not runner_keys:
+    elif not link.runner_keys:
         log.warning("runners are authenticated by client certificate only: every certificate from the CA root "
                     "may act as the controller or as any runner; give runners keys (--controller-runner-keys)")
 
@@ -141,6 +144,31 @@ async def _local_link(link: LinkOptions, directory: Path) -> LocalLinkTLS | None
         return None
     make = partial(local_link_tls, Path(link.tls_cert), client_certificate=bool(link.ca_root), scratch_dir=directory)
     return await trio.to_thread.run_sync(make)
+
+
+@attrs.frozen
+class RunnerKeysReload:
+    """The runner keys file, re-read at every reload of the controller's configuration: a runner added
+    to it may connect, one removed may not (nats-server reloads its users, `NatsServer.reload`)."""
+
+    path: str
+    server: NatsServer
+
+    async def read(self) -> tuple[tuple[str, str], ...]:
+        try:
+            return await trio.to_thread.run_sync(read_runner_keys, self.path)
+        except RunnerKeysError as exc:
+            raise ConfigError(self.path, [Problem("", str(exc))]) from None
+
+    async def apply(self, users: tuple[tuple[str, str], ...]) -> frozenset[str]:
+        if users != self.server.options.runner_nkeys:
+            try:
+                await self.server.reload(attrs.evolve(self.server.options, runner_nkeys=users))
+            except NatsServerConfigError as exc:  # e.g. a runner given the shared seed's key: keep the old ones
+                log.error("runner keys not reloaded; the previous ones stay", path=self.path, error=str(exc))
+            else:
+                log.info("runners with their own key", runners=sorted(name for name, _ in users))
+        return frozenset(name for name, _ in self.server.options.runner_nkeys)
 
 
 async def _runner_keys(link: LinkOptions) -> tuple[tuple[str, str], ...]:
@@ -170,7 +198,7 @@ async def run_controller(node: NodeOptions, link: LinkOptions, *,
                 client_url = link.nats_url
             else:
                 controller_keys: tuple[str, ...] = ()
-                if link.seed_file or runner_keys:
+                if link.seed_file or link.runner_keys:
                     # the controller's own identity: made now, held in memory, the only full-permission user
                     nkey_seed = new_user_seed()
                     controller_keys = (public_key_from_seed(nkey_seed),)
@@ -202,6 +230,8 @@ async def run_controller(node: NodeOptions, link: LinkOptions, *,
             ) as transport:
                 controller = Controller(ControllerOptions(node, verified_runners=verified), transport)
                 controller.nats_server = server
+                if server is not None and link.runner_keys:
+                    controller.bus_users = RunnerKeysReload(link.runner_keys, server)
                 await controller.run(task_status=task_status)
             nursery.cancel_scope.cancel()
 

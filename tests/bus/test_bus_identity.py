@@ -292,14 +292,30 @@ async def test_an_open_bus_on_a_public_address_is_refused_unless_asked_for(tmp_p
     assert any("no authentication (--insecure-bus)" in entry["event"] for entry in logs)
 
 
-async def test_a_runner_keys_file_with_no_runner_does_not_open_the_bus(tmp_path):
+async def test_runners_added_to_the_keys_file_may_connect_after_a_reload_and_none_before(tmp_path):
+    """An empty keys file does not open the bus: only the controller may use it. A runner added to the
+    file may connect once the controller reloads (nats-server reloads its users), and is verified."""
     keys = tmp_path / "keys.yaml"
     keys.write_text("# runners to come\n")
-    cfg = tmp_path / "controller.yaml"
-    cfg.write_text(CFG)
-    link = LinkOptions(url=f"nats://0.0.0.0:{free_port()}", runner_keys=str(keys))
-    with trio.fail_after(10), pytest.raises(NatsServerConfigError, match="--insecure-bus"):
-        await run_controller(node_options(tmp_path, "controller", str(cfg)), link)
+    a_seed = tmp_path / "a.seed"
+    a_key = write_seed(a_seed)
+    link = LinkOptions(url=f"nats://0.0.0.0:{free_port()}", runner_keys=str(keys))  # beyond loopback: no refusal
+    a_link = LinkOptions(url=link.url.replace("0.0.0.0", "127.0.0.1"), seed_file=str(a_seed))
+    async with controller_node(tmp_path, link, CFG) as (controller, c_client):
+        for options in ({}, {"nkey_seed_file": str(a_seed)}):  # anonymous, then runner-a before it is added
+            with pytest.raises(TransportError, match="(?i)authorization"):
+                async with open_nats_transport(a_link.url, name="early", connect_timeout=5, **options):
+                    pass
+        keys.write_text(yaml.safe_dump({"runner-a": a_key}))
+        auth = {"Authorization": f"Bearer {controller.node.api_key()}"}
+        assert (await c_client.get("/reload", headers=auth)).status_code == 200
+        async with runner_node(tmp_path, a_link, "runner-a") as (runner_a, _):
+            assert set(runner_a.node.pipeline.actions) == {"hook-a"}
+        assert controller.options.verified_runners == frozenset({"runner-a"})
+        keys.write_text("runner-a: not-a-key\n")  # a broken file: the reload is refused, the keys stay
+        refused = await c_client.get("/reload", headers=auth)
+        assert refused.status_code == 422 and "runner-a" in refused.text
+        assert controller.options.verified_runners == frozenset({"runner-a"})
 
 
 def test_the_cli_refuses_an_open_public_bus_with_the_reason(tmp_path):
