@@ -98,7 +98,8 @@ def _is_loopback(host: str) -> bool:
 def check_bus_security(link: LinkOptions, runner_keys: tuple[tuple[str, str], ...] = ()) -> None:
     """Refuse an embedded bus that anyone on the network could use; warn about what weaker modes allow.
 
-    `runner_keys` are the keys read from the keys file: a file with none authenticates nobody."""
+    `runner_keys` are the keys read from the keys file; given and empty, it still turns authentication on
+    (the controller alone may connect until runners are added)."""
     if link.nats_url:
         log.warning("joining an existing NATS server: who may publish or subscribe where is that server's "
                     "configuration (see the README's security model for the permissions to give)",
