@@ -42,9 +42,12 @@ class Combiner:
     request's `result`.
     """
 
-    def __init__(self, limiter: trio.CapacityLimiter, run_batch: Callable[[list[Request]], None]) -> None:
+    def __init__(self, limiter: trio.CapacityLimiter, run_batch: Callable[[list[Request]], None], *,
+                 in_loop: bool = False) -> None:
+        """`in_loop`: run batches on the event loop instead of a worker thread (a deterministic store)."""
         self._limiter = limiter
         self._run_batch = run_batch
+        self._in_loop = in_loop
         # to_thread needs a limiter of its own; it is never contended since we hold `limiter`.
         self._thread_limiter = trio.CapacityLimiter(1)
         self._pending: list[Request] = []
@@ -81,7 +84,11 @@ class Combiner:
                 for request in batch:
                     request.taken = True
                 self.batches += 1
-                await trio.to_thread.run_sync(self._run_batch, batch, limiter=self._thread_limiter)
+                if self._in_loop:
+                    self._run_batch(batch)
+                    await trio.lowlevel.checkpoint()
+                else:
+                    await trio.to_thread.run_sync(self._run_batch, batch, limiter=self._thread_limiter)
         finally:
             self._leading = False
             for request in batch:

@@ -28,6 +28,12 @@ long VACUUM does not hold a shutdown hostage. The thread is never abandoned (`ab
 stays False): a result that was committed is always handed back, never silently dropped. (A
 batched call cancelled after its batch started is not interrupted: its batch-mates must not fail.)
 
+**In the event loop** (`open_store(":memory:", in_loop=True)`): the same operations on an in-memory
+database, called directly on the event loop instead of in a worker thread, so that a simulation under
+Trio's virtual clock runs every store operation deterministically (no thread runs outside virtual
+time). Everything else (the queue, the group commit, the transactions) is the same code; an operation
+then cannot be interrupted by cancellation, which an in-memory database's operations never need.
+
 Times are wall-clock epoch seconds (`time.time()`), not `trio.current_time()`: they are stored in a
 file and must mean the same thing after a restart. Every time-dependent call takes an explicit
 `now`, which is also how the tests control time.
@@ -99,30 +105,39 @@ ORPHAN_OUTCOMES = "DELETE FROM outcomes WHERE event_id NOT IN (SELECT event_id F
 class SqliteStore:
     """An open store. Create it with `open_store(path)` (async with) or `await SqliteStore.open(path)`."""
 
-    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: str, *, in_loop: bool = False) -> None:
         """Use `SqliteStore.open`: this only wraps an already configured connection."""
         self._conn: sqlite3.Connection | None = conn
         self._path = path
+        self._in_loop = in_loop
         self._limiter = trio.CapacityLimiter(1)
         """Held by the task whose operation owns the connection (FIFO, so calls run in arrival order)."""
         self._thread_limiter = trio.CapacityLimiter(1)
         """For `to_thread` itself; never contended, since its callers hold `_limiter`."""
-        self._combiner = Combiner(self._limiter, self._run_batch)
+        self._combiner = Combiner(self._limiter, self._run_batch, in_loop=in_loop)
         self._checkpointer = Checkpointer(path) if path != MEMORY else None
         self._cancelled: BaseException | None = None
         self._interruptible = False
         conn.set_progress_handler(self._progress, PROGRESS_INTERVAL)
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str], *, migrations: Sequence[Migration] = MIGRATIONS) -> SqliteStore:
+    async def open(cls, path: str | os.PathLike[str], *, migrations: Sequence[Migration] = MIGRATIONS,
+                   in_loop: bool = False) -> SqliteStore:
         """Open (creating if needed) the database at `path`; raises `StoreError` naming the path.
 
         `migrations` is the schema history (see `postee.store.schema`); tests pass a longer one to
-        exercise the upgrade path.
+        exercise the upgrade path. `in_loop` (only for `":memory:"`): run every operation on the event
+        loop, for deterministic simulation (see the module docstring).
         """
         name = os.fspath(path)
-        conn = await trio.to_thread.run_sync(open_connection, name, migrations)
-        return cls(conn, name)
+        if in_loop:
+            if name != MEMORY:
+                raise ValueError("a store runs in the event loop only in memory (':memory:'): a file needs a thread")
+            conn = open_connection(name, migrations)
+            await trio.lowlevel.checkpoint()
+        else:
+            conn = await trio.to_thread.run_sync(open_connection, name, migrations)
+        return cls(conn, name, in_loop=in_loop)
 
     @property
     def path(self) -> str:
@@ -145,7 +160,10 @@ class SqliteStore:
             async with self._limiter:
                 conn, self._conn = self._conn, None
                 if conn is not None:
-                    await trio.to_thread.run_sync(conn.close)
+                    if self._in_loop:
+                        conn.close()
+                    else:
+                        await trio.to_thread.run_sync(conn.close)
 
     async def __aenter__(self) -> SqliteStore:
         return self
@@ -155,8 +173,12 @@ class SqliteStore:
 
     # -- running operations ------------------------------------------------------------------
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(connection, *args)` in a worker thread, alone on the connection."""
+        """Run `fn(connection, *args)` in a worker thread (on the loop when `in_loop`), alone on the connection."""
         async with self._limiter:
+            if self._in_loop:
+                result = self._run(fn, args)
+                await trio.lowlevel.checkpoint()
+                return result
             return await trio.to_thread.run_sync(self._run, fn, args, limiter=self._thread_limiter)
 
     async def _call_batched(self, fn: Callable[..., T], *args: Any) -> T:
@@ -455,9 +477,9 @@ class SqliteStore:
 
 @asynccontextmanager
 async def open_store(
-    path: str | os.PathLike[str], *, migrations: Sequence[Migration] = MIGRATIONS
+    path: str | os.PathLike[str], *, migrations: Sequence[Migration] = MIGRATIONS, in_loop: bool = False
 ) -> AsyncIterator[SqliteStore]:
     """`async with open_store(path) as store:` opens the store and closes it on exit."""
-    store = await SqliteStore.open(path, migrations=migrations)
+    store = await SqliteStore.open(path, migrations=migrations, in_loop=in_loop)
     async with store:
         yield store

@@ -15,6 +15,12 @@ TASKS = 200
 FOREVER = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
 
 
+@pytest.fixture
+async def store(file_store: SqliteStore) -> SqliteStore:
+    """Threads, cancellation inside a statement, the group commit's thread hops: the file store's."""
+    return file_store
+
+
 async def test_concurrent_dedup_of_one_key_lets_exactly_one_through(store: SqliteStore) -> None:
     results: list[bool] = []
 

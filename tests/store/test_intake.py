@@ -56,10 +56,10 @@ async def test_taken_aggregates_leave_the_queue_until_delivered_or_released(stor
     assert await store.aggregation_release() == 0 and await store.aggregation_pending() == []
 
 
-async def test_a_checkpoint_copies_the_wal_into_the_database_file(store, db_path):
+async def test_a_checkpoint_copies_the_wal_into_the_database_file(file_store, db_path):
     before = db_path.stat().st_size
     for n in range(50):
-        await store.intake_add(AcceptedEvent(f"e{n}", "webhook", "x" * 10_000, 0.0))
+        await file_store.intake_add(AcceptedEvent(f"e{n}", "webhook", "x" * 10_000, 0.0))
     assert db_path.stat().st_size == before  # all in the WAL so far
-    assert await store.checkpoint() == 0  # nothing left to copy
+    assert await file_store.checkpoint() == 0  # nothing left to copy
     assert db_path.stat().st_size > before + 50 * 10_000

@@ -43,14 +43,14 @@ async def test_no_limit_means_no_eviction(store: SqliteStore) -> None:
     assert report.evicted == 0
 
 
-async def test_over_size_evicts_oldest_first_and_the_file_shrinks(store: SqliteStore, db_path: Path) -> None:
+async def test_over_size_evicts_oldest_first_and_the_file_shrinks(file_store: SqliteStore, db_path: Path) -> None:
     count = 3000
-    keys = await _fill(store, count)
-    size = await store.size()
+    keys = await _fill(file_store, count)
+    size = await file_store.size()
     assert _file_size(db_path) == size > 400_000
     limit = size // 2
 
-    report = await store.maintenance(now=T0 + count, max_size_bytes=limit)
+    report = await file_store.maintenance(now=T0 + count, max_size_bytes=limit)
 
     assert report.size_before == size
     assert report.vacuumed and not report.over_limit
@@ -60,9 +60,9 @@ async def test_over_size_evicts_oldest_first_and_the_file_shrinks(store: SqliteS
     assert _file_size(f"{db_path}-wal") == 0
     # It evicted about what was needed (down to the headroom below the limit), not everything.
     assert count * 0.4 <= report.evicted <= count * 0.75
-    assert await store.dedup_count() == count - report.evicted
+    assert await file_store.dedup_count() == count - report.evicted
     # Oldest first: exactly the first `evicted` keys are gone, every newer one is still there.
-    seen = [await store.dedup_seen("r", key, None, now=T0 + count) for key in keys]
+    seen = [await file_store.dedup_seen("r", key, None, now=T0 + count) for key in keys]
     assert seen == [False] * report.evicted + [True] * (count - report.evicted)
 
 
