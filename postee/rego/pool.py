@@ -18,6 +18,11 @@ An in-thread mode (`isolation="thread"`) runs the same code in the pool's own wo
 one compiled query per thread (neither engine is thread-safe). It starts instantly, which suits the
 CLI and tests, but offers no crash isolation and cannot stop a hung evaluation (its caller gets the
 timeout error; the thread runs on, abandoned).
+
+An inline mode (`isolation="inline"`) evaluates on the event loop itself, one evaluation at a time:
+no thread and no process runs outside Trio's virtual clock, so a simulation of a whole deployment
+is deterministic (the groundwork of issue #13). It blocks the loop for each evaluation and has no
+timeout or crash isolation: for simulation and tests only, never the daemon.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ WORKER_IDLE_TIMEOUT = math.inf
 WORKER_GRACE_PERIOD = 5.0
 """Seconds given to workers to exit when the pool closes before they are killed."""
 
-Isolation = Literal["process", "thread"]
+Isolation = Literal["process", "thread", "inline"]
 
 
 @attrs.frozen
@@ -212,6 +217,11 @@ class RegoPool:
         raise RegoEvalError(f"timed out after {self.timeout:g}s")
 
     async def _call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
+        if self.isolation == "inline":
+            async with self.limiter:
+                result = call_in_worker(fn, *args)
+            await trio.lowlevel.checkpoint()
+            return result
         if self._context is not None:
             return await self._context.run_sync(call_in_worker, fn, *args, kill_on_cancel=True, limiter=self.limiter)
         assert self._threads is not None
@@ -260,10 +270,13 @@ async def open_rego_pool(
     event. On exit, process workers are shut down (killed after `WORKER_GRACE_PERIOD`).
     """
     get_backend(backend_name)  # fail fast: UnknownBackendError
-    if isolation not in ("process", "thread"):
-        raise ValueError(f"isolation must be 'process' or 'thread', not {isolation!r}")
+    if isolation not in ("process", "thread", "inline"):
+        raise ValueError(f"isolation must be 'process', 'thread' or 'inline', not {isolation!r}")
     workers = workers or default_workers()
     limiter = trio.CapacityLimiter(workers)
+    if isolation == "inline":  # the event loop's own thread: one evaluation at a time
+        yield RegoPool(backend_name, timeout, isolation, trio.CapacityLimiter(1))
+        return
     if isolation == "thread":
         # Our own (non-daemon) threads: when the pool closes they exit normally, so each drops its
         # compiled queries on its own thread (regorus panics if an engine is dropped elsewhere).

@@ -57,7 +57,7 @@ def _available(name: str) -> bool:
     )
 
 
-@pytest.mark.parametrize("isolation", ["thread", "process"])
+@pytest.mark.parametrize("isolation", ["thread", "process", "inline"])
 @pytest.mark.parametrize(
     "backend",
     [
@@ -119,3 +119,20 @@ async def test_unknown_backend_fails_at_open():
     with pytest.raises(ValueError, match="unknown Rego engine"):
         async with open_rego_pool("nope"):
             pass
+
+
+@pytest.mark.parametrize("backend", ["regorus", "regopy"])
+async def test_inline_evaluations_take_no_virtual_time(backend, autojump_clock):
+    """Inline, nothing waits outside the event loop: under the autojump clock the evaluations finish
+    before a virtual millisecond passes (a thread pool's wait would let the clock jump past it)."""
+    if not _available(backend):
+        pytest.skip(f"no {backend} backend")
+    async with open_rego_pool(backend, isolation="inline") as pool:
+        start = trio.current_time()
+        with trio.fail_after(0.001):
+            results = [await pool.evaluate(ALLOW_X, f'{{"x": {n % 2}}}') for n in range(20)]
+        assert results == [n % 2 == 1 for n in range(20)] and trio.current_time() == start
+    async with open_rego_pool(backend, isolation="thread", workers=1) as pool:
+        with pytest.raises(trio.TooSlowError), trio.fail_after(0.001):
+            for n in range(200):  # each waits for a thread: the clock jumps during one of them
+                await pool.evaluate(ALLOW_X, f'{{"x": {n % 2}}}')
