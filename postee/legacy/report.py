@@ -8,6 +8,7 @@ were built on them; see the compatibility spec for each.
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,7 +44,6 @@ COUNT_COLOURS = (
 VULNERABILITY_HEADER = ("Vulnerability ID", "Resource name", "Installed version", "Fix version")
 NONE = "none"
 
-_QUERY_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
 _FIX_VERSION_STRIP = dict.fromkeys([*range(0x20), 0x7F, 0xFFFD])
 _GO_LOWER_SPECIAL = str.maketrans({"\u0130": "i"})
 """Go's `unicode.ToLower` maps İ to a plain `i`; Python's full mapping adds a combining dot."""
@@ -65,16 +65,9 @@ def server_url(aqua_server: str) -> str:
 
 
 def query_escape(text: str) -> str:
-    """Go's `url.QueryEscape`: unreserved bytes kept, space as `+`, every other UTF-8 byte as `%XX`."""
-    out = []
-    for byte in text.encode("utf-8", "surrogatepass"):
-        if byte in _QUERY_SAFE:
-            out.append(chr(byte))
-        elif byte == 0x20:
-            out.append("+")
-        else:
-            out.append(f"%{byte:02X}")
-    return "".join(out)
+    """Go's `url.QueryEscape`: unreserved bytes kept, space as `+`, every other UTF-8 byte as `%XX`
+    (Python's `quote_plus` keeps the same unreserved set, `A-Za-z0-9-_.~`, and writes upper-case hex)."""
+    return urllib.parse.quote_plus(text, safe="", errors="surrogatepass")
 
 
 def go_lower(text: str) -> str:

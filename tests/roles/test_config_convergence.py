@@ -9,7 +9,7 @@ nothing), never from patching our own code.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -22,7 +22,7 @@ from postee.bus.protocol import CONFIG_CHANGED_SUBJECT, CONFIG_SUBJECT, runner_c
 from postee.config.runner_slice import config_version
 from tests.daemon.helpers import admin_get
 from tests.helpers.http_sink import open_http_sink
-from tests.roles.helpers import eventually, running_controller, running_runner, secrets_config
+from tests.roles.helpers import DelegatingTransport, eventually, running_controller, running_runner, secrets_config
 
 BEAT = 0.2
 """Heartbeat interval in these tests (seconds): short, so convergence by heartbeat is quick."""
@@ -132,27 +132,15 @@ async def test_the_announced_version_is_that_of_the_configuration_now_running(tm
 
 
 # -- 5. no stale runner ----------------------------------------------------------------------------------
-class DeafToAnnouncements:
+class DeafToAnnouncements(DelegatingTransport):
     """A runner's transport whose subscriptions to `subjects` hear nothing (lost messages).
 
     By default the broadcast `postee.config.changed` only; the runner's own subject too when given.
     """
 
     def __init__(self, inner: Transport, subjects: tuple[str, ...] = (CONFIG_CHANGED_SUBJECT,)) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.subjects = subjects
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def publish(self, subject: str, data: bytes, *, headers: Mapping[str, str] | None = None) -> None:
-        await self.inner.publish(subject, data, headers=headers)
-
-    async def request(self, subject: str, data: bytes, **options: Any) -> Message:
-        return await self.inner.request(subject, data, **options)
-
-    async def respond(self, message: Message, data: bytes, *, headers: Mapping[str, str] | None = None) -> None:
-        await self.inner.respond(message, data, headers=headers)
 
     @asynccontextmanager
     async def subscribe(self, subject: str, **options: Any) -> AsyncIterator[Subscription]:
