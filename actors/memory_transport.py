@@ -33,6 +33,8 @@ class _Sub:
     subject: str
     queue: str
     send: trio.MemorySendChannel[Message]
+    seq: int = 0
+    """Order of subscription: deliveries and queue groups follow it."""
 
 
 class MemorySubscription:
@@ -60,7 +62,10 @@ class InMemoryBus:
     """The shared 'server' of in-memory transports."""
 
     def __init__(self) -> None:
-        self._subs: list[_Sub] = []
+        self._exact: dict[str, list[_Sub]] = {}
+        """Subscriptions without wildcards, by subject (a thousand runners' inboxes: no scan of them all)."""
+        self._wild: list[_Sub] = []
+        self._sub_seq = itertools.count()
         self._round_robin: dict[tuple[str, str], itertools.count[int]] = {}
         self._inbox_ids = itertools.count(1)
         self._clients: dict[str, InMemoryTransport] = {}
@@ -75,21 +80,46 @@ class InMemoryBus:
         client.connected = True
         return client
 
+    def clients(self) -> dict[str, InMemoryTransport]:
+        """The clients by node name (connected or not)."""
+        return dict(self._clients)
+
     def disconnect(self, name: str) -> None:
         """Cut node `name` off the bus until `connect(name)` is called again."""
         client = self._clients.get(name)
         if client is not None:
             client.connected = False
 
+    def _add(self, sub: _Sub) -> None:
+        sub.seq = next(self._sub_seq)
+        if "*" in sub.subject.split(".") or sub.subject.endswith(">"):
+            self._wild.append(sub)
+        else:
+            self._exact.setdefault(sub.subject, []).append(sub)
+
+    def _remove(self, sub: _Sub) -> None:
+        if sub in self._wild:
+            self._wild.remove(sub)
+            return
+        subs = self._exact.get(sub.subject, [])
+        if sub in subs:
+            subs.remove(sub)
+        if not subs:
+            self._exact.pop(sub.subject, None)
+
     def _new_inbox(self) -> str:
         return f"_INBOX.{next(self._inbox_ids)}"
 
-    async def _deliver(self, msg: Message) -> int:
-        """Deliver to every matching subscription (one per queue group); return how many got it."""
+    def _targets(self, msg: Message) -> list[_Sub]:
+        """The subscriptions `msg` goes to: every matching one of a connected client, one per queue group."""
         plain: list[_Sub] = []
         groups: dict[tuple[str, str], list[_Sub]] = {}
-        for sub in self._subs:
-            if not sub.client.connected or not subject_matches(sub.subject, msg.subject):
+        matching = self._exact.get(msg.subject, [])
+        wild = [sub for sub in self._wild if subject_matches(sub.subject, msg.subject)]
+        if wild:
+            matching = sorted([*matching, *wild], key=lambda sub: sub.seq)
+        for sub in matching:
+            if not sub.client.connected:
                 continue
             if sub.queue:
                 groups.setdefault((sub.subject, sub.queue), []).append(sub)
@@ -99,8 +129,14 @@ class InMemoryBus:
         for key, members in groups.items():
             counter = self._round_robin.setdefault(key, itertools.count())
             targets.append(members[next(counter) % len(members)])
+        return targets
+
+    async def _deliver(self, msg: Message, sender: InMemoryTransport | None = None) -> int:
+        """Deliver to every matching subscription (one per queue group); return how many got it.
+
+        `sender` is the publishing client (a bus with faults between nodes needs to know it)."""
         delivered = 0
-        for sub in targets:
+        for sub in self._targets(msg):
             try:
                 await sub.send.send(msg)
                 delivered += 1
@@ -116,7 +152,29 @@ class InMemoryTransport:
     def __init__(self, bus: InMemoryBus, name: str) -> None:
         self.bus = bus
         self.name = name
-        self.connected = True
+        self._connected = True
+        self._link_changed = trio.Event()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @connected.setter
+    def connected(self, value: bool) -> None:
+        if value != self._connected:
+            self._connected = value
+            self._link_changed.set()
+            self._link_changed = trio.Event()
+
+    async def wait_connected(self) -> None:
+        """Return once connected (at once when it is): the link watch of `postee.roles.upstream`."""
+        while not self._connected:
+            await self._link_changed.wait()
+
+    async def wait_disconnected(self) -> None:
+        """Return once cut off (`bus.disconnect`)."""
+        while self._connected:
+            await self._link_changed.wait()
 
     def _check(self) -> None:
         if not self.connected:
@@ -125,7 +183,7 @@ class InMemoryTransport:
     async def publish(self, subject: str, data: bytes, *, headers: Mapping[str, str] | None = None) -> None:
         validate_subject(subject, wildcards=False)
         self._check()
-        await self.bus._deliver(Message(subject=subject, data=bytes(data), headers=dict(headers or {})))
+        await self.bus._deliver(Message(subject=subject, data=bytes(data), headers=dict(headers or {})), self)
 
     @asynccontextmanager
     async def subscribe(
@@ -135,12 +193,12 @@ class InMemoryTransport:
         self._check()
         send, receive = trio.open_memory_channel[Message](capacity)
         sub = _Sub(client=self, subject=subject, queue=queue, send=send)
-        self.bus._subs.append(sub)
+        self.bus._add(sub)
         try:
             async with receive:
                 yield MemorySubscription(subject, receive)
         finally:
-            self.bus._subs.remove(sub)
+            self.bus._remove(sub)
             send.close()
 
     async def request(
@@ -156,7 +214,7 @@ class InMemoryTransport:
         inbox = self.bus._new_inbox()
         async with self.subscribe(inbox, capacity=1) as replies:
             msg = Message(subject=subject, data=bytes(data), headers=dict(headers or {}), reply=inbox)
-            if await self.bus._deliver(msg) == 0:
+            if await self.bus._deliver(msg, self) == 0:
                 raise NoResponders(f"no responders on {subject!r}")
             try:
                 return await replies.next(timeout)

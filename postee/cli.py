@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import structlog
 import trio
 
-from postee import cli_rego
+from postee import cli_rego, cli_sim
 
 if TYPE_CHECKING:  # the daemon's modules (web server, actions, store) load only when the daemon runs
     from postee.roles.node import NodeOptions
@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="print the line for the controller's runner keys file: 'RUNNER: PUBLIC_KEY'")
     seed.add_argument("--show", action="store_true", help="do not create: print the public key of an existing seed")
     seed.set_defaults(handler=run_nkey)
+    cli_sim.add_sim_command(commands)
     return parser
 
 

@@ -23,6 +23,7 @@ import yaml
 
 from postee.actions.base import ActionSpec
 from postee.actions.settings import checking_elsewhere
+from postee.config import yamlio
 from postee.config.env import env_keys, resolve_env
 from postee.config.model import (
     ACTION_GENERIC_KEYS,
@@ -431,7 +432,7 @@ def read_yaml(path: str) -> Any:
     """Parse a YAML file; raises ConfigError with the file, line and column of a syntax error."""
     try:
         with open(path, encoding="utf-8") as fh:
-            return yaml.safe_load(fh)
+            return yamlio.safe_load(fh)
     except OSError as exc:
         raise ConfigError(path, [Problem("", f"cannot read {path}: {exc.strerror or exc}")]) from None
     except yaml.YAMLError as exc:

@@ -13,41 +13,59 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-import yaml
+from postee.config import yamlio
 
 TOP_LEVEL_KEPT = ("name", "aqua-server", "max-db-size", "db-verify-interval", "delete-old-data", "rules")
 """Top-level keys passed on; `ingest-token` is the controller's own and stays there."""
 
 
+class SliceIndex:
+    """A configuration's actions grouped by runner, made once: with a thousand runners, cutting each
+    slice by scanning every action would make the controller's work grow with the square of the fleet."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.data = data
+        self.actions: dict[str, list[dict[str, Any]]] = {}
+        for action in _entries(data, "actions"):
+            runner = str(action.get("runs-on") or "").strip()
+            if runner and action.get("name"):
+                self.actions.setdefault(runner, []).append(action)
+        self.routes = _entries(data, "routes")
+        self.templates = _entries(data, "templates")
+
+    def slice(self, runner: str) -> dict[str, Any]:
+        """The slice of the configuration for `runner` (see the module docstring)."""
+        data = self.data
+        actions = self.actions.get(runner, [])
+        names = {str(a["name"]) for a in actions}
+        routes = []
+        for route in self.routes if names else ():
+            listed = route.get("actions") or []
+            if isinstance(listed, str):
+                listed = [listed]
+            mine: list[str] = []
+            for name in listed:
+                if str(name) in names and str(name) not in mine:
+                    mine.append(str(name))
+            if mine:
+                routes.append({**route, "actions": mine})
+        used = {route.get("template") for route in routes}
+        templates = [t for t in self.templates if t.get("name") in used]
+        out: dict[str, Any] = {key: data[key] for key in TOP_LEVEL_KEPT if key in data}
+        out["routes"] = routes
+        out["templates"] = templates
+        out["actions"] = actions
+        return out
+
+
 def runner_slice(data: Mapping[str, Any], runner: str) -> dict[str, Any]:
     """The slice of the raw config `data` (parsed YAML) for `runner`."""
-    actions = [
-        a for a in _entries(data, "actions")
-        if str(a.get("runs-on") or "").strip() == runner and a.get("name")
-    ]
-    names = {str(a["name"]) for a in actions}
-    routes = []
-    for route in _entries(data, "routes"):
-        listed = route.get("actions") or []
-        if isinstance(listed, str):
-            listed = [listed]
-        mine = []
-        for name in listed:
-            if str(name) in names and str(name) not in mine:
-                mine.append(str(name))
-        if mine:
-            routes.append({**route, "actions": mine})
-    used = {route.get("template") for route in routes}
-    templates = [t for t in _entries(data, "templates") if t.get("name") in used]
-    out: dict[str, Any] = {key: data[key] for key in TOP_LEVEL_KEPT if key in data}
-    out["routes"] = routes
-    out["templates"] = templates
-    out["actions"] = actions
-    return out
+    return SliceIndex(data).slice(runner)
 
 
-def slice_yaml(data: Mapping[str, Any], runner: str) -> str:
-    return yaml.safe_dump(runner_slice(data, runner), sort_keys=False, allow_unicode=True)
+def slice_yaml(data: Mapping[str, Any] | SliceIndex, runner: str) -> str:
+    index = data if isinstance(data, SliceIndex) else SliceIndex(data)
+    return yamlio.safe_dump(index.slice(runner), sort_keys=False, allow_unicode=True)
 
 
 def config_version(text: str) -> str:

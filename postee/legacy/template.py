@@ -17,11 +17,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
-import trio
 
 from postee.legacy import RENDERERS, LegacyRenderError, aggregate_contents, render_content, server_url
 from postee.rego.pool import RegoPool
 from postee.rego.render import LEGACY_AGGREGATION_PREFIX, AggregatedContent, Content, TemplateError
+from postee.runtime import offload
 
 __all__ = ["LegacyTemplate", "aggregate_legacy", "legacy_template"]
 
@@ -42,7 +42,7 @@ class LegacyTemplate:
 
     async def render(self, pool: RegoPool, event: Mapping[str, Any], aqua_server: str = "") -> Content:
         try:
-            out = await trio.to_thread.run_sync(render_content, event, self.renderer, server_url(aqua_server))
+            out = await offload(render_content, event, self.renderer, server_url(aqua_server))
         except LegacyRenderError as exc:
             raise TemplateError(f"template {self.name!r} ({self.origin}): {exc}") from None
         return Content(
@@ -65,6 +65,6 @@ async def aggregate_legacy(renderer: str, items: Sequence[Mapping[str, Any]]) ->
     if renderer not in RENDERERS:
         raise TemplateError(f"aggregation of legacy-scan-renderer {renderer!r}: unknown layout type")
     newest_first = [dict(item) for item in reversed(items)]
-    out = await trio.to_thread.run_sync(aggregate_contents, renderer, newest_first)
+    out = await offload(aggregate_contents, renderer, newest_first)
     return AggregatedContent(title=out["title"], description=out["description"], url=out["url"],
                              owners=out.get("owners"))

@@ -14,7 +14,6 @@ reload) the running pipeline stays in place.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -24,7 +23,8 @@ import structlog
 import trio
 
 from actors import MailboxStats, Supervisor
-from postee.actions.base import ActionConfigError, ActionSpec
+from postee import runtime
+from postee.actions.base import Action, ActionConfigError, ActionSpec
 from postee.actions.registry import build_action
 from postee.config.model import Config
 from postee.metrics import Metrics
@@ -39,6 +39,7 @@ from postee.rego.library import TemplateLibrary
 from postee.rego.pool import RegoPool
 from postee.rego.render import Evaluator, TemplateSpec, check_template, load_template
 from postee.rego.rules import build_rule
+from postee.runtime import offload
 from postee.store import Store
 from postee.supervision import DEFAULT_STOP_GRACE, node_supervisor
 
@@ -106,17 +107,25 @@ async def build_pipeline(
     metrics: Metrics | None = None,
     is_local: Callable[[ActionSpec], bool] = runs_everything,
     on_execution: Callable[[Execution], Any] | None = None,
-    wall_clock: Callable[[], float] = time.time,
+    wall_clock: Callable[[], float] = runtime.wall_clock,
     http_client: httpx.AsyncClient | None = None,
     intake_capacity: int = DEFAULT_INTAKE_CAPACITY,
+    on_routed: Callable[[Event], Any] | None = None,
     mailbox_capacity: int | None = None,
     stop_grace: float = DEFAULT_STOP_GRACE,
     ledger: Ledger | None = None,
+    action_factory: Callable[[ActionSpec], Action] = build_action,
+    on_outcome: Callable[[Event, RouteOutcome], Any] | None = None,
+    replacing: Pipeline | None = None,
 ) -> Pipeline:
     """Validate and assemble the pipeline for `config`; raises PipelineError listing every problem.
 
-    `wall_clock` gives the epoch times the store keeps and executions report (`time.time`; tests pass their own).
+    `wall_clock` gives the epoch times the store keeps and executions report (the runtime's; tests pass their own).
     `ledger` records the progress of accepted events (the node's; None: a bare pipeline records nothing).
+    `action_factory` makes each local action from its spec (`build_action`; a simulation records instead);
+    `on_outcome(event, outcome)` hears what each route decided for each event; `on_routed(event)` each event
+    as the router hands it to the routes (their arrival order). `replacing`: the pipeline a
+    reload replaces; a serialized route of the new one waits for the old one's to drain (order is kept).
     """
     problems: list[str] = []
     warnings: list[str] = []
@@ -163,7 +172,7 @@ async def build_pipeline(
             continue
         try:
             # In a worker thread: some actions read files, write keys and build TLS contexts here.
-            action_objects[spec.name] = await trio.to_thread.run_sync(build_action, spec)
+            action_objects[spec.name] = await offload(action_factory, spec)
         except ActionConfigError as exc:  # every problem, each under the entry's path
             problems.extend(exc.lines(_where(spec, "actions")))
         except Exception as exc:  # and friends: report them all together
@@ -180,7 +189,7 @@ async def build_pipeline(
     }
     renderer = RenderCache(pool, aqua_server=config.aqua_server, metrics=metrics)
     services = RouteServices(pool=pool, store=store, renderer=renderer, library=library, metrics=metrics,
-                             wall_clock=wall_clock, ledger=ledger)
+                             wall_clock=wall_clock, ledger=ledger, on_outcome=on_outcome)
     route_actors = {}
     for route in config.routes:
         local = [action_actors[name] for name in route.actions if name in action_actors]
@@ -190,9 +199,10 @@ async def build_pipeline(
             template=templates.get(route.template),
             actions=local,
             services=services,
+            after=_drained_event(replacing, route.name) if route.serialize_actions else None,
             **({"capacity": mailbox_capacity} if mailbox_capacity else {}),
         )
-    router = Router(list(route_actors.values()), capacity=intake_capacity, ledger=ledger)
+    router = Router(list(route_actors.values()), capacity=intake_capacity, ledger=ledger, on_routed=on_routed)
 
     actions_sup = node_supervisor("actions", metrics, stop_grace=stop_grace)
     for actor in action_actors.values():
@@ -206,6 +216,14 @@ async def build_pipeline(
     root.add(router)
     return Pipeline(config=config, router=router, routes=route_actors, actions=action_actors, supervisor=root,
                     renderer=renderer, warnings=warnings)
+
+
+def _drained_event(replacing: Pipeline | None, route: str) -> trio.Event | None:
+    """What tells that the replaced pipeline's `route` finished its events (None: nothing to wait for)."""
+    if replacing is None:
+        return None
+    actor = replacing.routes.get(route)
+    return actor.drained if actor is not None and not actor.drained.is_set() else None
 
 
 async def drain(pipeline: Pipeline, *, grace: float) -> None:

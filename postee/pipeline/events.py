@@ -26,14 +26,12 @@ import json
 import math
 import re
 import sys
-import time
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
-import trio
 
+from postee.runtime import new_id, offload, wall_clock
 from postee.values.jsonkind import json_kind
 
 RECENT_EVENTS = 1000
@@ -65,7 +63,7 @@ class Event:
 
 
 def new_event_id() -> str:
-    return uuid.uuid4().hex
+    return new_id()
 
 
 PARSE_IN_THREAD = 256 * 1024
@@ -76,7 +74,7 @@ async def parse_event_off_loop(raw: bytes, **options: Any) -> Event:
     """`parse_event`, in a worker thread when `raw` is large, so the event loop is never held by it."""
     if len(raw) <= PARSE_IN_THREAD:
         return parse_event(raw, **options)
-    return await trio.to_thread.run_sync(functools.partial(parse_event, raw, **options))
+    return await offload(functools.partial(parse_event, raw, **options))
 
 
 def parse_event(
@@ -106,7 +104,7 @@ def parse_event(
         id=event_id or new_event_id(),
         body=body,
         text=text,
-        received_at=time.time() if received_at is None else received_at,
+        received_at=wall_clock() if received_at is None else received_at,
         source=source,
         route=route,
     )

@@ -21,8 +21,6 @@ again after the restart.
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -31,6 +29,7 @@ import structlog
 import trio
 
 from actors import Actor, Lane, MailboxClosed, Reply, ask
+from postee import runtime
 from postee.actions.base import Delivery
 from postee.actions.retry import DeliveryReport
 from postee.config.model import RouteConfig
@@ -81,6 +80,9 @@ class RouteOutcome:
     dropped: str | None = None
     """Why nothing was sent: "duplicate", "aggregating", "error: ..." (None when sent)."""
     reports: tuple[DeliveryReport, ...] = ()
+    checked_at: float | None = None
+    """When the route's dedup key was checked (wall clock; None: the route does not dedup, or the
+    event has no key): a duplicate is one whose key was recorded by another event before this."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -101,9 +103,11 @@ class RouteServices:
     renderer: RenderCache
     library: TemplateLibrary
     metrics: Metrics | None = None
-    wall_clock: Callable[[], float] = time.time
+    wall_clock: Callable[[], float] = runtime.wall_clock
     ledger: Ledger | None = None
     """Where accepted events' progress is recorded (None: nothing is, as in a bare pipeline)."""
+    on_outcome: Callable[[Event, RouteOutcome], Any] | None = None
+    """Hears what the route decided for each event (simulations, the live feed)."""
 
 
 Work = tuple[ActionActor, Delivery, Callable[[DeliveryReport], Awaitable[None]] | None]
@@ -121,9 +125,17 @@ class RouteActor(Actor[RouteJob]):
         services: RouteServices,
         capacity: int = DEFAULT_ROUTE_MAILBOX,
         window: int = DEFAULT_ROUTE_WINDOW,
+        after: trio.Event | None = None,
     ) -> None:
+        """`after`: the `drained` event of the same serialized route in the pipeline a reload replaces: its
+        events go first (only the event is kept, not the old route: a route idle for days must not keep a
+        chain of replaced pipelines alive)."""
         super().__init__(name=f"route:{route.name}", capacity=capacity)
         self.route = route
+        self.after = after
+        self.drained = trio.Event()
+        """Set once the route has finished every event it took and stopped (a drain after a reload); the
+        node also sets it when the drain ends otherwise (a crash while stopping), so no successor waits forever."""
         self.rule = rule
         self.template = template
         self.actions = list(actions)
@@ -158,6 +170,7 @@ class RouteActor(Actor[RouteJob]):
                     await lane.address.send((job, prepared))
                 lane.begin_stop()  # the lane finishes what it holds, then its run returns
             timers.cancel_scope.cancel()
+        self.drained.set()
 
     async def _prepare_into(self, event: Event, prepared: _Prepared) -> None:
         try:
@@ -170,6 +183,11 @@ class RouteActor(Actor[RouteJob]):
     async def _finish_job(self, item: tuple[RouteJob, _Prepared]) -> None:
         """The lane's handler: wait for the event's preparation, then finish it (and answer `/tenant`)."""
         job, prepared = item
+        if self.after is not None:
+            # Serialized across a reload: the replaced pipeline's route finishes its events first (it
+            # drains with no deadline but the node's stop, each action bounded by its own budget).
+            await self.after.wait()
+            self.after = None
         await prepared.done.wait()
         try:
             outcome = prepared.outcome
@@ -180,6 +198,8 @@ class RouteActor(Actor[RouteJob]):
             if job.done is not None:
                 job.done.fail(exc)
             raise
+        if self.services.on_outcome is not None:
+            self.services.on_outcome(job.event, outcome)
         if self.services.ledger is not None:
             await self.services.ledger.route_decided(job.event.id)
         if job.done is not None:
@@ -219,23 +239,24 @@ class RouteActor(Actor[RouteJob]):
         """Dedup, then aggregate or hand over to the actions. Called in arrival order."""
         services, name = self.services, self.route.name
         plugins = self.route.plugins
+        checked_at = None
         if plugins.deduplicates:
             key = dedup_key(event.body, plugins.unique_message_props)
-            if key is not None and await services.store.dedup_seen(
-                name, key, plugins.unique_message_timeout, services.wall_clock(), event.id
-            ):
-                log.info("duplicate event dropped", route=name, event_id=event.id, key=key)
-                if services.metrics is not None:
-                    services.metrics.dedup_drops.labels(name).inc()
-                return RouteOutcome(name, matched=True, dropped="duplicate")
+            if key is not None:
+                checked_at = services.wall_clock()
+                if await services.store.dedup_seen(name, key, plugins.unique_message_timeout, checked_at, event.id):
+                    log.info("duplicate event dropped", route=name, event_id=event.id, key=key)
+                    if services.metrics is not None:
+                        services.metrics.dedup_drops.labels(name).inc()
+                    return RouteOutcome(name, matched=True, dropped="duplicate", checked_at=checked_at)
         if plugins.aggregates:
-            return await self._aggregate(event, content, wait)
+            return attrs.evolve(await self._aggregate(event, content, wait), checked_at=checked_at)
         delivery = Delivery(content=content.as_map(), event=event.body, route=name, event_id=event.id)
         work = [(actor, delivery, self._recorder(event.id, actor)) for actor in self._to_run(event.id)]
         if services.ledger is not None:
             services.ledger.handed(event.id, len(work))
         reports = await self._dispatch(work, wait=wait)
-        return RouteOutcome(name, matched=True, reports=reports)
+        return RouteOutcome(name, matched=True, reports=reports, checked_at=checked_at)
 
     def _to_run(self, event_id: str) -> list[ActionActor]:
         """The route's actions, but those that already ran for this event before a restart."""
@@ -335,7 +356,7 @@ class RouteActor(Actor[RouteJob]):
         the node dies first they go back to the queue at the next start and are sent again.
         """
         store, name = self.services.store, self.route.name
-        taker = f"{name}:{actor.action.name}:{uuid.uuid4().hex}"
+        taker = f"{name}:{actor.action.name}:{runtime.new_id()}"
         records = await store.aggregation_take(name, actor.action.name, limit, taker)
         if not records:
             return None

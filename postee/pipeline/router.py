@@ -8,7 +8,8 @@ to, so the event is known to be finished once each of them has decided.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from actors import Actor, MailboxClosed
 from postee.pipeline.events import Event
@@ -21,10 +22,12 @@ DEFAULT_INTAKE_CAPACITY = 256
 
 class Router(Actor[Event]):
     def __init__(self, routes: Sequence[RouteActor], *, capacity: int = DEFAULT_INTAKE_CAPACITY,
-                 ledger: Ledger | None = None) -> None:
+                 ledger: Ledger | None = None, on_routed: Callable[[Event], Any] | None = None) -> None:
+        """`on_routed(event)` hears each event as it is handed to the routes: their arrival order."""
         super().__init__(name="intake", capacity=capacity)
         self.routes = list(routes)
         self.ledger = ledger
+        self.on_routed = on_routed
         self.routed = 0
 
     def full(self) -> bool:
@@ -38,6 +41,8 @@ class Router(Actor[Event]):
             routes = [route for route in routes if route.route.name == message.route]
         if self.ledger is not None:
             await self.ledger.routed(message.id, len(routes))
+        if self.on_routed is not None:
+            self.on_routed(message)
         for route in routes:
             try:
                 await route.address.send(RouteJob(message))

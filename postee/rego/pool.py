@@ -199,6 +199,10 @@ class RegoPool:
         `fn` must be importable by name (a module-level function) in process mode. Raises
         `RegoCompileError`/`RegoEvalError` from the worker, or `RegoEvalError` for a crash or timeout.
         """
+        if self.isolation == "inline":  # on the loop: nothing can time out or crash apart, nothing to limit
+            ok, value = call_in_worker(fn, *args)
+            await trio.lowlevel.checkpoint()
+            return self._result(ok, value)
         with trio.move_on_after(self.timeout):
             try:
                 ok, value = await self._call(fn, args)
@@ -206,22 +210,20 @@ class RegoPool:
                 self.stats.crashes += 1
                 log.error("Rego worker crashed (%s); it will be replaced", exc)
                 raise RegoEvalError(f"Rego worker crashed: {exc}") from None
-            if ok:
-                return value
-            self.stats.errors += 1
-            error_class, error_args = value
-            raise error_class(*error_args)
+            return self._result(ok, value)
         self.stats.timeouts += 1
         fate = "worker killed" if self.isolation == "process" else "thread abandoned"
         log.error("Rego evaluation timed out after %gs; %s", self.timeout, fate)
         raise RegoEvalError(f"timed out after {self.timeout:g}s")
 
+    def _result(self, ok: bool, value: Any) -> Any:
+        if ok:
+            return value
+        self.stats.errors += 1
+        error_class, error_args = value
+        raise error_class(*error_args)
+
     async def _call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
-        if self.isolation == "inline":
-            async with self.limiter:
-                result = call_in_worker(fn, *args)
-            await trio.lowlevel.checkpoint()
-            return result
         if self._context is not None:
             return await self._context.run_sync(call_in_worker, fn, *args, kill_on_cancel=True, limiter=self.limiter)
         assert self._threads is not None

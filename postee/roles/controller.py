@@ -24,14 +24,12 @@ bus without authentication) are shown as they are on `/runners`, but never becom
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import attrs
 import structlog
 import trio
-import yaml
 
 from actors import MailboxClosed, Supervisor, TransportError
 from actors.transport import Message, Transport
@@ -56,14 +54,16 @@ from postee.bus.protocol import (
     runner_of_subject,
     runner_subjects_pattern,
 )
-from postee.config import Config, ConfigError, Severity, parse_config
+from postee.config import Config, ConfigError, Severity, parse_config, yamlio
 from postee.config.loader import read_yaml
-from postee.config.runner_slice import config_version, slice_yaml
+from postee.config.runner_slice import SliceIndex, config_version, slice_yaml
 from postee.pipeline.events import InvalidEvent, parse_event_off_loop
 from postee.roles.linked import run_linked
 from postee.roles.node import Node, NodeOptions
+from postee.roles.parts import DAEMON_PARTS, NodeParts
 from postee.roles.runners import MAX_RUNNERS, RunnerRegistry
 from postee.roles.upstream import HEARTBEAT_INTERVAL
+from postee.runtime import offload, use_runtime, wall_clock
 from postee.supervision import node_supervisor
 
 log = structlog.get_logger("postee.controller")
@@ -110,17 +110,21 @@ class RawConfig:
     version: str
     action_names: frozenset[str] | None = None
     """Its actions' names, once asked for."""
+    index: SliceIndex | None = None
+    """Its actions by runner, once a slice is cut."""
 
     @classmethod
     def of(cls, data: Any) -> RawConfig:
         data = data if isinstance(data, dict) else {}
-        return cls(data, config_version(yaml.safe_dump(data, sort_keys=True)))
+        return cls(data, config_version(yamlio.safe_dump(data, sort_keys=True)))
 
 
 class Controller:
-    def __init__(self, options: ControllerOptions, transport: Transport) -> None:
+    def __init__(self, options: ControllerOptions, transport: Transport, *, parts: NodeParts = DAEMON_PARTS) -> None:
+        """`parts` replaces the node's store, Rego pool, actions, runtime or listeners (`postee.roles.parts`)."""
         self.options = options
         self.transport = transport
+        self.parts = parts
         self.running: RawConfig | None = None
         """The raw configuration the node runs: the only one slices are cut from."""
         self._pending: RawConfig | None = None
@@ -129,7 +133,7 @@ class Controller:
         """Per runner, its slice of `running` and the slice's version (cut once per configuration)."""
         self._told: dict[str, str] = {}
         """Per runner, the version it was last told to fetch (said once in the log, then quietly)."""
-        self.registry = RunnerRegistry(trio.current_time, time.time, options.heartbeat_interval,
+        self.registry = RunnerRegistry(trio.current_time, wall_clock, options.heartbeat_interval,
                                        current_version=self.slice_version, verified=options.verified_runners)
         self.node: Node | None = None
         self.nats_server: Any = None
@@ -153,9 +157,9 @@ class Controller:
         to be resolved on their runner.
         """
         path = self.options.node.cfgfile
-        data = await trio.to_thread.run_sync(read_yaml, path)
+        data = await offload(read_yaml, path)
         # Checking the actions may read files and build TLS contexts: off the event loop.
-        config, problems = await trio.to_thread.run_sync(functools.partial(
+        config, problems = await offload(functools.partial(
             parse_config, data, source=path, environ=self.options.node.environ, defer_runs_on_env=True
         ))
         for problem in problems:
@@ -165,7 +169,7 @@ class Controller:
             raise ConfigError(path, problems)
         if self.running is not None and self.bus_users is not None:  # a reload: the runner keys too
             self._pending_users = await self.bus_users.read()
-        self._pending = await trio.to_thread.run_sync(RawConfig.of, data)  # a YAML dump: off the event loop
+        self._pending = await offload(RawConfig.of, data)  # a YAML dump: off the event loop
         if self.running is None:
             # The first load: nothing serves slices before the node runs it (the bus side starts after).
             self._promote()
@@ -182,7 +186,10 @@ class Controller:
         if cut is None:
             if len(self._slices) >= MAX_RUNNERS:
                 self._slices.clear()  # a cache: names that do not exist must not grow it without bound
-            text = slice_yaml(self.raw, runner)
+            running = self.running
+            if running is not None and running.index is None:
+                running.index = SliceIndex(running.data)  # once per configuration, not once per runner
+            text = slice_yaml(running.index if running is not None and running.index else {}, runner)
             cut = self._slices[runner] = (text, config_version(text))
         return cut
 
@@ -201,13 +208,16 @@ class Controller:
         return self.slice_for(runner)[1]
 
     async def run(self, *, task_status: trio.TaskStatus[Controller] = trio.TASK_STATUS_IGNORED) -> None:
-        node = self.node = Node(
-            self.options.node, is_local=controller_local, load=self._load, on_reloaded=self._reloaded
-        )
-        node.extra_endpoints["/runners"] = self.registry.runners_json
-        node.extra_endpoints["/executions"] = self.registry.executions_json
-        self.bus = self._bus_supervisor(node)
-        await run_linked(node, self.bus, self.transport, readiness="bus", started=lambda: task_status.started(self))
+        with use_runtime(self.parts.runtime):
+            node = self.node = Node(
+                self.options.node, is_local=controller_local, load=self._load, on_reloaded=self._reloaded,
+                parts=self.parts,
+            )
+            node.extra_endpoints["/runners"] = self.registry.runners_json
+            node.extra_endpoints["/executions"] = self.registry.executions_json
+            self.bus = self._bus_supervisor(node)
+            await run_linked(node, self.bus, self.transport, readiness="bus",
+                             started=lambda: task_status.started(self))
 
     def _bus_supervisor(self, node: Node) -> Supervisor:
         """The bus side, one child per subscription, supervised like the pipeline: a crash resubscribes."""

@@ -22,11 +22,11 @@ SIGKILL, a grace deadline that ran out) go through the pipeline again.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import signal
-import time
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from typing import Any
 
@@ -36,6 +36,7 @@ import trio
 
 from actors import AskTimeout, MailboxClosed, MailboxStats, one_error
 from postee.actions.base import ActionSpec
+from postee.actions.registry import build_action
 from postee.config import Config, ConfigError, load_config
 from postee.metrics import Metrics
 from postee.pipeline.action_actor import Execution
@@ -46,7 +47,10 @@ from postee.pipeline.route_actor import RouteOutcome
 from postee.pipeline.router import DEFAULT_INTAKE_CAPACITY
 from postee.rego.library import TemplateLibrary
 from postee.rego.pool import RegoPool, open_rego_pool
+from postee.roles.parts import DAEMON_PARTS, NodeParts
+from postee.runtime import offload, use_runtime, wall_clock
 from postee.store import OutboxMessage, SqliteStore, StoreError
+from postee.store.connection import MEMORY
 from postee.store.maintenance import serve_checkpoints, serve_maintenance
 from postee.store.owner import own_store
 from postee.store.sqlite import open_store
@@ -123,11 +127,14 @@ class Node:
         on_execution: Callable[[Execution], Any] | None = None,
         on_reloaded: Callable[[Config], Awaitable[None]] | None = None,
         report: Callable[[Event], OutboxMessage] | None = None,
+        parts: NodeParts = DAEMON_PARTS,
     ) -> None:
         """`report` (a runner's) makes the outbox message reporting an event upstream: it is recorded
         with the event, in one transaction; `on_accepted` is called once an event is accepted and
-        recorded (with its report)."""
+        recorded (with its report). `parts` replaces the daemon's store, Rego pool, actions, runtime
+        or listeners (`postee.roles.parts`: embedding, simulation)."""
         self.options = options
+        self.parts = parts
         self.metrics = Metrics()
         self.recent = RecentEvents(max_bytes=options.recent_events_bytes)
         self.is_local = is_local
@@ -156,11 +163,13 @@ class Node:
         self._stop_requested = trio.Event()
         self._reload_lock = trio.Lock()
         self._maintenance_scope: trio.CancelScope | None = None
+        self.started = trio.Event()
+        """Set once the node is ready (pipeline running, listeners open): it takes events."""
         self.stopped = trio.Event()
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def _load_file(self) -> Config:
-        config, warnings = await trio.to_thread.run_sync(
+        config, warnings = await offload(
             functools.partial(load_config, self.options.cfgfile, environ=self.options.environ)
         )
         for warning in warnings:
@@ -172,11 +181,12 @@ class Node:
 
         Raises one exception, never an exception group, for a single failure.
         """
-        with one_error():  # a single failure leaves as itself, never as a group
+        with one_error(), use_runtime(self.parts.runtime):  # one failure leaves as itself, never as a group
             opts = self.options
             self.config = await self._load()
             try:
-                with own_store(opts.db_path):  # one node per store: see postee.store.owner
+                # one node per store (see postee.store.owner); a store lent by the embedder is its business
+                with own_store(opts.db_path) if self.parts.store is None else contextlib.nullcontext():
                     await self._run_on_store(task_status)
             finally:
                 self.metrics.ready.set(0)
@@ -185,14 +195,16 @@ class Node:
 
     async def _run_on_store(self, task_status: trio.TaskStatus[Node]) -> None:
         """Open the store and the Rego pool, run the pipeline and the listeners until stopped."""
-        opts = self.options
-        async with open_store(opts.db_path) as store, open_rego_pool(
-            opts.rego_engine, workers=opts.rego_workers, isolation=opts.rego_isolation  # type: ignore[arg-type]
-        ) as pool:
+        opts, parts = self.options, self.parts
+        open_this_store = parts.store or functools.partial(open_store, opts.db_path)
+        open_this_pool = parts.rego or functools.partial(
+            open_rego_pool, opts.rego_engine, workers=opts.rego_workers, isolation=opts.rego_isolation
+        )
+        async with open_this_store() as store, open_this_pool() as pool:
             self.store, self.pool = store, pool
             self.ledger = Ledger(store, durable=opts.durable)
             self._api_key = await self._init_api_key(store)
-            self.library = await trio.to_thread.run_sync(TemplateLibrary.load, opts.rego_templates)
+            self.library = parts.library or await offload(TemplateLibrary.load, opts.rego_templates)
             self.pipeline = await self._build(self.config)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -200,7 +212,8 @@ class Node:
                 self.metrics.watch_mailboxes(self._mailboxes)
                 nursery.start_soon(self._maintenance_loop)
                 nursery.start_soon(self.ledger.serve)
-                nursery.start_soon(serve_checkpoints, store)
+                if store.path != MEMORY:  # an in-memory store has no WAL to checkpoint
+                    nursery.start_soon(serve_checkpoints, store)
                 if opts.handle_signals:
                     nursery.start_soon(self._signal_loop)
                 await self._replay()
@@ -213,6 +226,14 @@ class Node:
     async def _serve_web(self, task_status: trio.TaskStatus[Node]) -> None:
         """Run the listeners until a stop is requested; returns once they stopped accepting."""
         opts = self.options
+        if not self.parts.serve_http:  # events come in process (`submit`)
+            self.metrics.ready.set(1)
+            log.info("ready (no listeners: events come in process)")
+            self.started.set()
+            task_status.started(self)
+            await self._stop_requested.wait()
+            self.metrics.ready.set(0)
+            return
         app = PosteeApp(self, max_body=opts.max_body, tenant_timeout=opts.tenant_timeout,
                         tenant_concurrency=opts.tenant_concurrency, open_events=opts.events_open)
         if opts.events_open:
@@ -228,6 +249,7 @@ class Node:
                 self.tls_urls = await web.start(_serve, app, opts.https_bind, certfile, keyfile, web_stop)
             self.metrics.ready.set(1)
             log.info("ready", http=self.urls, https=self.tls_urls)
+            self.started.set()
             task_status.started(self)
             await self._stop_requested.wait()
             self.metrics.ready.set(0)
@@ -244,7 +266,7 @@ class Node:
         with trio.CancelScope() as scope:
             self._replay_scope = scope
             if not self._stop_requested.is_set():
-                await self.ledger.replay(self._enqueue)
+                await self.ledger.replay(self._replayed)
         self._replay_scope = None
 
     async def _init_api_key(self, store: SqliteStore) -> str:
@@ -255,7 +277,7 @@ class Node:
             return from_env
         return await store.api_key()
 
-    async def _build(self, config: Config) -> Pipeline:
+    async def _build(self, config: Config, replacing: Pipeline | None = None) -> Pipeline:
         assert self.pool is not None and self.store is not None and self.library is not None
         return await build_pipeline(
             config,
@@ -264,20 +286,34 @@ class Node:
             library=self.library,
             metrics=self.metrics,
             is_local=self.is_local,
-            on_execution=self.on_execution,
+            on_execution=self._executed,
             ledger=self.ledger,
-            wall_clock=time.time,
+            wall_clock=wall_clock,
+            action_factory=self.parts.actions or build_action,
+            on_outcome=self.parts.observer.outcome if self.parts.observer is not None else None,
+            on_routed=self.parts.observer.routed if self.parts.observer is not None else None,
             intake_capacity=self.options.intake_capacity,
             mailbox_capacity=self.options.mailbox_capacity,
             stop_grace=self.options.stop_grace,
+            replacing=replacing,
         )
+
+    def _executed(self, execution: Execution) -> Any:
+        """An action ended: the observer hears it, then the role's `on_execution` (a runner reports it)."""
+        if self.parts.observer is not None:
+            self.parts.observer.execution(execution)
+        return self.on_execution(execution) if self.on_execution is not None else None
 
     async def reload(self) -> tuple[bool, str]:
         """Load the config again; swap pipelines only when the new one is valid."""
+        with use_runtime(self.parts.runtime):  # the caller may be outside the node (a web request, a test)
+            return await self._reload()
+
+    async def _reload(self) -> tuple[bool, str]:
         async with self._reload_lock:
             try:
                 config = await self._load()
-                pipeline = await self._build(config)
+                pipeline = await self._build(config, replacing=self.pipeline)
             except (ConfigError, PipelineError) as exc:
                 self.metrics.config_reloads.labels("rejected").inc()
                 log.error("reload rejected; the running configuration stays", error=str(exc))
@@ -301,7 +337,11 @@ class Node:
         retries). Not shielded: a stopping node cuts it after its own drain, and what is left is
         still recorded, for the replay at the next start.
         """
-        await old.supervisor.stop(math.inf)
+        try:
+            await old.supervisor.stop(math.inf)
+        finally:  # ended (or a route crashed while stopping): the new serialized routes must not wait on it
+            for route in old.routes.values():
+                route.drained.set()
 
     async def _signal_loop(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -325,6 +365,7 @@ class Node:
                 self._maintenance_scope = scope
                 await serve_maintenance(
                     self.store,
+                    wall_clock=wall_clock,
                     interval=config.db_verify_interval_hours * 3600,
                     max_size_bytes=config.max_db_size or None,
                 )
@@ -337,6 +378,12 @@ class Node:
     async def submit(self, event: Event) -> bool:
         """Accept a webhook event: recorded in the store, then queued. False (the client gets 503 and
         retries) when intake is full, the node is stopping, or the store could not record it."""
+        if self.parts.runtime is None:
+            return await self._submit(event)
+        with use_runtime(self.parts.runtime):  # called from outside the node (a web request, an embedder)
+            return await self._submit(event)
+
+    async def _submit(self, event: Event) -> bool:
         pipeline, ledger = self.pipeline, self.ledger
         if pipeline is None or ledger is None or self._stop_requested.is_set():
             return False
@@ -404,6 +451,11 @@ class Node:
                     log.info("pipeline closed: accepted event kept for the next start", event_id=event.id)
                     return
 
+    async def _replayed(self, event: Event) -> None:
+        if self.parts.observer is not None:
+            self.parts.observer.replayed(event)
+        await self._enqueue(event)
+
     def _report_of(self, event: Event) -> OutboxMessage | None:
         return self.report(event) if self.report is not None else None
 
@@ -435,6 +487,8 @@ class Node:
 
     def _count(self, event: Event) -> None:
         self.recent.add(event)
+        if self.parts.observer is not None:
+            self.parts.observer.accepted(event)
         # `webhook` or `runner`: a runner's name may come from whoever reaches the bus, and a metrics label
         # must not be chosen by outside input (per-runner counts are `postee_runner_events`, verified names)
         self.metrics.events_received.labels("webhook" if event.source == "webhook" else "runner").inc()

@@ -15,7 +15,6 @@ logged once when it appears and carried by every heartbeat to the controller's `
 from __future__ import annotations
 
 import functools
-import time
 
 import attrs
 import structlog
@@ -27,6 +26,7 @@ from postee.actions.base import ActionSpec
 from postee.config import Config, ConfigError, Problem
 from postee.roles.linked import run_linked
 from postee.roles.node import Node, NodeOptions
+from postee.roles.parts import DAEMON_PARTS, NodeParts
 from postee.roles.upstream import (
     DEFAULT_BACKOFF,
     HEARTBEAT_INTERVAL,
@@ -38,6 +38,7 @@ from postee.roles.upstream import (
     read_slice,
     request_slice,
 )
+from postee.runtime import use_runtime, wall_clock
 from postee.supervision import node_supervisor
 
 log = structlog.get_logger("postee.runner")
@@ -57,9 +58,11 @@ class RunnerOptions:
 
 
 class Runner:
-    def __init__(self, options: RunnerOptions, transport: Transport) -> None:
+    def __init__(self, options: RunnerOptions, transport: Transport, *, parts: NodeParts = DAEMON_PARTS) -> None:
+        """`parts` replaces the node's store, Rego pool, actions, runtime or listeners (`postee.roles.parts`)."""
         self.options = options
         self.transport = transport
+        self.parts = parts
         self.name = options.name
         self.current: FetchedConfig | None = None
         """The slice the node runs."""
@@ -72,7 +75,7 @@ class Runner:
         self.node: Node | None = None
         self.link: Supervisor | None = None
         """The supervisor of the link's services (outbox, heartbeats, config watch), once running."""
-        self.upstream = Upstream(transport, self.name, lambda: self._node().store, clock=time.time,
+        self.upstream = Upstream(transport, self.name, lambda: self._node().store, clock=wall_clock,
                                  backoff=options.backoff)
 
     def _node(self) -> Node:
@@ -136,20 +139,22 @@ class Runner:
 
     async def run(self, *, task_status: trio.TaskStatus[Runner] = trio.TASK_STATUS_IGNORED) -> None:
         """Bootstrap (waiting for the controller as long as it takes), then serve until stopped."""
-        log.info("runner starting: asking the controller for its configuration", runner=self.name)
-        self._next = await self._fetch()
-        node = self.node = Node(
-            self.options.node,
-            is_local=self.is_local,
-            load=self._load,
-            on_accepted=self.upstream.event_reported,
-            report=self.upstream.event_message,
-            on_execution=self.upstream.report_execution,
-            on_reloaded=self._reloaded,
-        )
-        self.link = self._link_supervisor(node)
-        await run_linked(node, self.link, self.transport, readiness="controller_link",
-                         started=lambda: task_status.started(self))
+        with use_runtime(self.parts.runtime):
+            log.info("runner starting: asking the controller for its configuration", runner=self.name)
+            self._next = await self._fetch()
+            node = self.node = Node(
+                self.options.node,
+                is_local=self.is_local,
+                load=self._load,
+                on_accepted=self.upstream.event_reported,
+                report=self.upstream.event_message,
+                on_execution=self.upstream.report_execution,
+                on_reloaded=self._reloaded,
+                parts=self.parts,
+            )
+            self.link = self._link_supervisor(node)
+            await run_linked(node, self.link, self.transport, readiness="controller_link",
+                             started=lambda: task_status.started(self))
 
     def _link_supervisor(self, node: Node) -> Supervisor:
         """The link to the controller, supervised like the pipeline: a crash in it restarts that part."""

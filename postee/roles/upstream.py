@@ -15,7 +15,6 @@ processed, so a message resent after a lost acknowledgement is processed once.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -44,11 +43,12 @@ from postee.bus.protocol import (
     runner_config_subject,
     runner_subject,
 )
-from postee.config import Config, ConfigError, Severity, parse_config
+from postee.config import Config, ConfigError, Severity, parse_config, yamlio
 from postee.config.env import UnsetSecret, disable_unset
 from postee.config.runner_slice import config_version
 from postee.pipeline.action_actor import Execution
 from postee.pipeline.events import Event
+from postee.runtime import new_id, offload
 from postee.store import OutboxMessage, Store
 from postee.store.errors import StoreError
 
@@ -59,7 +59,9 @@ BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 30.0
 REQUEST_TIMEOUT = 5.0
 OUTBOX_BATCH = 100
-OUTBOX_IDLE_POLL = 1.0
+OUTBOX_IDLE_POLL = 5.0
+"""Seconds an idle outbox waits before looking again on its own: every report wakes it at once (this is a
+safety net), and a thousand idle runners should not each query their store every second."""
 HEARTBEAT_INTERVAL = 5.0
 
 
@@ -129,7 +131,7 @@ async def request_slice(transport: Transport, runner: str, backoff: Backoff = DE
 async def read_slice(text: str, version: str, runner: str, environ: Mapping[str, str]) -> FetchedConfig:
     """Check a slice with the runner's environment; raises `ConfigError` or `RunnerFatal` (not YAML)."""
     # Checking the actions may read files and build TLS contexts: off the event loop.
-    config, unset = await trio.to_thread.run_sync(parse_runner_config, text, runner, environ)
+    config, unset = await offload(parse_runner_config, text, runner, environ)
     log.info("configuration received from the controller", version=version, routes=len(config.routes),
              actions=len(config.actions))
     return FetchedConfig(text, version, config, tuple(unset))
@@ -138,7 +140,7 @@ async def read_slice(text: str, version: str, runner: str, environ: Mapping[str,
 def parse_runner_config(text: str, runner: str, environ: Mapping[str, str]) -> tuple[Config, list[UnsetSecret]]:
     """The slice as a `Config`, with the actions whose `$VAR` is unset here disabled (and listed)."""
     try:
-        data = yaml.safe_load(text)
+        data = yamlio.safe_load(text)
     except yaml.YAMLError as exc:
         raise RunnerFatal(f"the controller sent a configuration that is not YAML: {exc}") from None
     data, unset = disable_unset(data, environ)
@@ -218,7 +220,7 @@ class Upstream:
         )
         # A fresh id per report (kept in the outbox, so a resend carries the same one): event ids
         # repeat for aggregated sends, and one event may run the same action again after a reload.
-        headers = {HEADER_RUNNER: self.runner, HEADER_EVENT_ID: f"exec:{uuid.uuid4().hex}"}
+        headers = {HEADER_RUNNER: self.runner, HEADER_EVENT_ID: f"exec:{new_id()}"}
         await self.store.outbox_add(runner_subject(self.runner, EXECUTIONS_KIND), report.to_json(), headers)
         self.executions_reported += 1
         self._wake.set()

@@ -36,7 +36,8 @@ then cannot be interrupted by cancellation, which an in-memory database's operat
 
 Times are wall-clock epoch seconds (`time.time()`), not `trio.current_time()`: they are stored in a
 file and must mean the same thing after a restart. Every time-dependent call takes an explicit
-`now`, which is also how the tests control time.
+`now`, which is also how the tests control time; without one it is the runtime's wall clock
+(`postee.runtime`: `time.time()` in the daemon, virtual time in a simulation).
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ import json
 import os
 import secrets
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -53,6 +53,7 @@ from typing import Any, TypeVar
 import outcome
 import trio
 
+from postee.runtime import wall_clock
 from postee.store import operations as ops
 from postee.store.checkpointer import Checkpointer
 from postee.store.combiner import Combiner, Request
@@ -272,7 +273,7 @@ class SqliteStore:
         """
         if ttl_seconds is not None and ttl_seconds < 0:
             raise ValueError(f"ttl_seconds must be >= 0, not {ttl_seconds!r}")
-        now = time.time() if now is None else now
+        now = wall_clock() if now is None else now
         expires = now + ttl_seconds if ttl_seconds else None
         return await self._call_batched(ops.dedup_seen, route, key, expires, now, event_id)
 
@@ -289,7 +290,7 @@ class SqliteStore:
         action), so a replay of the event knows not to queue it again.
         """
         encoded = json.dumps(item, separators=(",", ":"))
-        now = time.time() if now is None else now
+        now = wall_clock() if now is None else now
         return await self._call(ops.aggregation_push, route, action, encoded, now, event_id)
 
     async def aggregation_take(self, route: str, action: str, limit: int | None = None,
@@ -329,7 +330,7 @@ class SqliteStore:
         marked processed (False, nothing recorded, when it already was: see `mark_processed`).
         Batched with concurrent calls (group commit).
         """
-        now = time.time() if now is None else now
+        now = wall_clock() if now is None else now
         return await self._call_batched(ops.intake_add, event, report, processed_key, now)
 
     async def intake_progress(self, outcomes: Sequence[Outcome] = (), finished: Sequence[str] = ()) -> None:
@@ -388,7 +389,7 @@ class SqliteStore:
 
         Ids are forgotten by `maintenance` after its `processed_retention`.
         """
-        now = time.time() if now is None else now
+        now = wall_clock() if now is None else now
         return await self._call_batched(ops.mark_processed, event_id, now)
 
     async def forget_processed(self, event_id: str) -> bool:
@@ -401,7 +402,7 @@ class SqliteStore:
     ) -> int:
         """Keep a message until `outbox_ack`; return its id (ids increase with insertion)."""
         encoded = json.dumps(dict(headers or {}), separators=(",", ":"))
-        now = time.time() if now is None else now
+        now = wall_clock() if now is None else now
         return await self._call(ops.outbox_add, subject, bytes(payload), encoded, now)
 
     async def outbox_pending(self, limit: int = DEFAULT_OUTBOX_BATCH) -> list[OutboxItem]:
@@ -449,7 +450,7 @@ class SqliteStore:
         when they alone exceed the limit the report says `over_limit` and they are kept. Each step
         is a separate operation, so other calls interleave with a long maintenance pass.
         """
-        now = time.time() if now is None else now
+        now = wall_clock() if now is None else now
         size_before = await self._call(ops.checkpointed_size)
         expired = await self._call(ops.execute, "DELETE FROM dedup WHERE expires IS NOT NULL AND expires <= ?", (now,))
         pruned = await self._call(ops.execute, "DELETE FROM processed WHERE ts < ?", (now - processed_retention,))

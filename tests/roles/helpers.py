@@ -1,8 +1,12 @@
-"""Controller and runners in one process over the in-memory bus (or any Transport)."""
+"""Real nodes on the real clock (HTTP listeners on port 0, SQLite files, Rego in threads), and what
+both kinds of role tests share.
+
+The tests of the NATS bus (`tests/bus`), the entry points and the HTTP edge run real nodes with these;
+a controller and runners in one process on virtual time are `tests/roles/sim_helpers.py`'s.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -15,11 +19,11 @@ import trio
 from actors.transport import Message, Subscription, Transport
 from postee.roles.controller import Controller, ControllerOptions
 from postee.roles.node import NodeOptions
-from postee.roles.runner import Runner, RunnerOptions
+from postee.roles.runner import Runner
 from postee.roles.upstream import Backoff
 
 FAST_BACKOFF = Backoff(initial=0.05, maximum=0.5)
-"""Runner retries in tests: the real clock, short waits."""
+"""Runner retries in tests on the real clock: short waits."""
 
 
 def node_options(tmp_path: Path, name: str, cfgfile: str = "", **extra) -> NodeOptions:
@@ -55,26 +59,8 @@ async def running_controller(tmp_path: Path, cfg_text: str, transport: Transport
                 await controller.node.stopped.wait()
 
 
-@asynccontextmanager
-async def running_runner(tmp_path: Path, name: str, transport: Transport, *, heartbeat_interval: float = 5.0,
-                         task_status_timeout: float = 60, environ: dict[str, str] | None = None,
-                         ) -> AsyncIterator[tuple[Runner, httpx.AsyncClient]]:
-    options = node_options(tmp_path, name, environ=environ or {})
-    runner = Runner(RunnerOptions(name, options, heartbeat_interval=heartbeat_interval, backoff=FAST_BACKOFF),
-                    transport)
-    async with trio.open_nursery() as nursery:
-        with trio.fail_after(task_status_timeout):
-            await nursery.start(runner.run)
-        async with httpx.AsyncClient(base_url=runner.node.urls[0], timeout=10) as client:
-            try:
-                yield runner, client
-            finally:
-                runner.request_stop()
-                await runner.node.stopped.wait()
-                nursery.cancel_scope.cancel()
-
-
 async def eventually(predicate, timeout: float = 30.0, interval: float = 0.02) -> None:
+    """Poll `predicate` on the real clock (real nodes, a real bus); on virtual time see `sim_helpers.settle`."""
     with trio.fail_after(timeout):
         while not predicate():
             await trio.sleep(interval)
@@ -89,37 +75,6 @@ def acknowledged(runner: Runner, events: int, executions: int) -> bool:
         and upstream.executions_reported >= executions
         and upstream.sent == upstream.events_reported + upstream.executions_reported
     )
-
-
-def central_config(sink_url: str, *, serialize: bool = False) -> str:
-    """Every event goes to one controller-side HTTP action posting its number: what reaches the sink
-    reached the controller (in arrival order when `serialize`)."""
-    return f"""
-routes:
-  - name: central
-    serialize-actions: {"true" if serialize else "false"}
-    actions: [central-hook]
-    template: raw-json
-templates:
-  - name: raw-json
-    rego-package: postee.rawmessage.json
-actions:
-  - name: central-hook
-    type: http
-    enable: true
-    url: {sink_url}/central
-    body-content: "n=event.input.n"
-"""
-
-
-def numbered(n: int) -> bytes:
-    """A small event carrying its number `n`."""
-    return json.dumps({"image": "alpine", "n": n}).encode()
-
-
-def received_numbers(sink) -> list[int]:
-    """The numbers a sink fed by `central_config` received, in arrival order."""
-    return [int(r.body.decode().strip().removeprefix("n=")) for r in sink.requests]
 
 
 def secrets_config(sink_url: str) -> str:

@@ -2,7 +2,9 @@
 
 The crash comes from an injected bus part (a transport with one bug, as a real client library can
 have), not from patching our own code: the runner's outbox drain and the controller's subscription
-meet an exception that is not a `TransportError`, which nothing in them catches.
+meet an exception that is not a `TransportError`, which nothing in them catches. Nodes, bus and actions
+run on Trio's virtual clock (`tests/roles/sim_helpers.py`): a runner's request that is never answered
+times out after the daemon's own 5 s, at no cost.
 """
 
 from __future__ import annotations
@@ -11,18 +13,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from actors.testing import InMemoryBus
 from actors.transport import Message, Subscription, Transport
 from postee.bus.protocol import EVENTS_KIND, runner_subject, runner_subjects_pattern
-from tests.helpers.http_sink import open_http_sink
-from tests.roles.helpers import (
-    DelegatingTransport,
+from postee.roles.runner import Runner
+from tests.roles.helpers import DelegatingTransport
+from tests.roles.sim_helpers import (
     central_config,
-    eventually,
-    numbered,
+    open_deployment,
+    outbox_empty,
     received_numbers,
-    running_controller,
-    running_runner,
+    settle,
+    sim_event,
+    submit,
 )
 
 EVENTS = 12
@@ -87,26 +89,24 @@ class _CrashingSubscription:
         return await self.inner.next(timeout)
 
 
-async def post_all(client: Any) -> None:
+async def submit_all(runner: Runner) -> None:
     for n in range(EVENTS):
-        assert (await client.post("/", content=numbered(n))).status_code == 200
+        await submit(runner, sim_event(n))
 
 
-async def test_a_crash_in_the_runner_link_is_restarted_and_loses_or_doubles_nothing(tmp_path):
-    bus = InMemoryBus()
-    runner_transport = FlakyTransport(bus.connect("runner-1"), crash_after_request_number=5)
-    async with open_http_sink() as sink:
-        async with running_controller(tmp_path, central_config(sink.url), bus.connect("controller")) as (
-            controller, _
-        ), running_runner(tmp_path, "runner-1", runner_transport) as (runner, r_client):
-            await post_all(r_client)
+async def test_a_crash_in_the_runner_link_is_restarted_and_loses_or_doubles_nothing(autojump_clock, tmp_path):
+    async with open_deployment(tmp_path) as sim:
+        runner_transport = FlakyTransport(sim.bus.connect("runner-1"), crash_after_request_number=5)
+        async with sim.controller(central_config()) as controller, \
+                sim.runner("runner-1", runner_transport) as runner:
+            await submit_all(runner)
             # Positive signals first: every event acknowledged and out of the outbox, the resend of
             # the one whose acknowledgement the crash swallowed recognised as a duplicate.
-            await eventually(lambda: runner_transport.requests == EVENTS + 1)
-            await eventually(lambda: controller.duplicates == 1)
-            assert await runner.node.store.outbox_count() == 0
-            await eventually(lambda: len(sink.requests) == EVENTS)
-            assert sorted(received_numbers(sink)) == list(range(EVENTS))  # each once
+            await settle(lambda: runner_transport.requests == EVENTS + 1)
+            await settle(lambda: controller.duplicates == 1)
+            await outbox_empty(runner)
+            await settle(lambda: len(received_numbers(sim)) == EVENTS)
+            assert sorted(received_numbers(sim)) == list(range(EVENTS))  # each once
             assert runner_transport.crashes == 1
             assert runner.link is not None and runner.link.restart_count == 1
             assert not runner.node.stopped.is_set()  # the node never noticed
@@ -114,20 +114,18 @@ async def test_a_crash_in_the_runner_link_is_restarted_and_loses_or_doubles_noth
             assert 'postee_actor_restarts_total{child="outbox",supervisor="runner-link"} 1.0' in metrics
 
 
-async def test_a_crash_in_the_controller_bus_side_is_restarted_and_the_runner_resends(tmp_path):
-    bus = InMemoryBus()
-    controller_transport = FlakyTransport(bus.connect("controller"), crash_on_message_number=3)
-    async with open_http_sink() as sink:
-        async with running_controller(tmp_path, central_config(sink.url), controller_transport) as (
-            controller, _
-        ), running_runner(tmp_path, "runner-1", bus.connect("runner-1")) as (runner, r_client):
-            await post_all(r_client)
+async def test_a_crash_in_the_controller_bus_side_is_restarted_and_the_runner_resends(autojump_clock, tmp_path):
+    async with open_deployment(tmp_path) as sim:
+        controller_transport = FlakyTransport(sim.bus.connect("controller"), crash_on_message_number=3)
+        async with sim.controller(central_config(), controller_transport) as controller, \
+                sim.runner("runner-1") as runner:
+            await submit_all(runner)
             # The third event was lost with the crashed subscription: the runner's request timed out
             # and it sent that event again to the restarted one.
-            await eventually(lambda: len(sink.requests) == EVENTS, timeout=60)
-            await eventually(lambda: runner.upstream.sent == EVENTS)
-            assert await runner.node.store.outbox_count() == 0
-            assert sorted(received_numbers(sink)) == list(range(EVENTS))
+            await settle(lambda: len(received_numbers(sim)) == EVENTS)
+            await settle(lambda: runner.upstream.sent == EVENTS)
+            await outbox_empty(runner)
+            assert sorted(received_numbers(sim)) == list(range(EVENTS))
             assert controller_transport.crashes == 1
             assert controller.bus is not None and controller.bus.restart_count == 1
             assert not controller.node.stopped.is_set()
@@ -135,11 +133,9 @@ async def test_a_crash_in_the_controller_bus_side_is_restarted_and_the_runner_re
             assert 'postee_actor_restarts_total{child="events",supervisor="controller-bus"} 1.0' in metrics
 
 
-async def test_the_link_and_bus_supervisors_have_one_child_per_service(tmp_path):
-    bus = InMemoryBus()
-    async with running_controller(tmp_path, central_config("http://127.0.0.1:9"), bus.connect("controller")) as (
-        controller, _
-    ), running_runner(tmp_path, "runner-1", bus.connect("runner-1")) as (runner, _):
+async def test_the_link_and_bus_supervisors_have_one_child_per_service(autojump_clock, tmp_path):
+    async with open_deployment(tmp_path) as sim, sim.controller(central_config()) as controller, \
+            sim.runner("runner-1") as runner:
         assert runner.link is not None and runner.link.children == ["outbox", "heartbeats", "config-watch"]
         # each kind twice: every runner's own subjects, and Postee's shared one (for Postee runners)
         assert controller.bus is not None and controller.bus.children == [

@@ -1,0 +1,87 @@
+"""A reload keeps a serialized route's order: the new pipeline's route waits for the old one's events.
+
+Found by the simulator (`postee sim --seed 2 --runners 20 --events 200 --faults all`, and seed 4): on a reload the
+old pipeline drains in the background while the new one takes new events, so a serialized route ran
+a new event while an older one was still on its (slow, retried) actions.
+"""
+
+import json
+
+import trio
+
+from postee.embed import NodeOptions, open_standalone
+from postee.pipeline.events import parse_event
+from postee.rego.library import TemplateLibrary
+from postee.runtime import use_runtime
+from postee.sim.parts import open_memory_store, open_sim_pool, sim_parts, sim_runtime
+from postee.sim.recording import Conduct, Recordings
+
+SLOW = 3.0
+
+
+def config(version: int) -> str:
+    return f"""
+routes:
+  - name: ordered
+    serialize-actions: true
+    actions: [first, second]
+    template: t{version}
+  - name: loose
+    actions: [third]
+    template: t{version}
+templates:
+  - name: t{version}
+    body: |
+      package sim.v{version}
+      title := "v{version}"
+      result := sprintf("sim#%v", [input.n])
+actions:
+  - name: first
+    type: webhook
+    enable: true
+    url: http://sim.invalid/first
+  - name: second
+    type: webhook
+    enable: true
+    url: http://sim.invalid/second
+  - name: third
+    type: webhook
+    enable: true
+    url: http://sim.invalid/third
+"""
+
+
+def slow_before_reload(node: str, action: str, event_id: str, attempt: int) -> Conduct:
+    return Conduct(delay=SLOW if action == "first" and trio.current_time() < 1 else 0.0)
+
+
+async def test_events_after_a_reload_wait_for_the_old_pipelines_serialized_route(autojump_clock, tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(config(1))
+    recordings = Recordings()
+    with use_runtime(sim_runtime()):
+        async with open_sim_pool() as pool:
+            store = await open_memory_store()
+            parts = sim_parts("node", store=store, pool=pool, library=TemplateLibrary.load(), recordings=recordings,
+                              plan=slow_before_reload)
+            options = NodeOptions(cfgfile=str(cfg), https_bind=None, db_path=str(tmp_path / "db"), environ={})
+            async with open_standalone(options, parts=parts) as node:
+                for n in range(3):  # each takes SLOW seconds on `first`, in order
+                    assert await node.submit(parse_event(json.dumps({"n": n})))
+                await trio.sleep(0.5)
+                cfg.write_text(config(2))
+                ok, message = await node.reload()
+                assert ok, message
+                for n in range(3, 6):  # fast now: without the fix they overtake 1 and 2
+                    assert await node.submit(parse_event(json.dumps({"n": n})))
+                with trio.fail_after(60):
+                    while len([c for c in recordings.calls if c.route == "ordered"]) < 12:
+                        await trio.sleep(0.5)
+            await store.aclose()
+    ordered = [c for c in recordings.calls if c.route == "ordered"]
+    assert [(c.items[0], c.action) for c in ordered] == [
+        (n, action) for n in range(6) for action in ("first", "second")
+    ]
+    for earlier, later in zip(ordered, ordered[1:], strict=False):
+        assert later.started >= earlier.ended  # one after another, never overlapping
+    assert sorted(c.items[0] for c in recordings.calls if c.route == "loose") == list(range(6))
