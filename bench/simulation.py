@@ -1,6 +1,6 @@
 """The simulator's speed: simulated seconds per wall second, and how wall time grows with the fleet.
 
-    python bench/simulation.py [--sizes 10,100,1000] [--events-per-runner 20] [--seed 1] [--faults all]
+    .venv/bin/python bench/simulation.py [--sizes 10,100,1000] [--events-per-runner 20] [--seed 1] [--faults all]
 
 Runs `postee sim` (in process, logs off) once per size, with `events = size x --events-per-runner`
 and every fault kind, and prints per size: wall seconds, simulated seconds, their ratio, wall
@@ -17,11 +17,14 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 import structlog
 
-from postee.sim.scenario import ALL_FAULTS
-from postee.sim.simulate import SimOptions, simulate
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's `actors`, not bench/actors.py
+
+from postee.sim.scenario import ALL_FAULTS  # noqa: E402
+from postee.sim.simulate import SimOptions, simulate  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -110,7 +110,6 @@ async def build_pipeline(
     wall_clock: Callable[[], float] = runtime.wall_clock,
     http_client: httpx.AsyncClient | None = None,
     intake_capacity: int = DEFAULT_INTAKE_CAPACITY,
-    on_routed: Callable[[Event], Any] | None = None,
     mailbox_capacity: int | None = None,
     stop_grace: float = DEFAULT_STOP_GRACE,
     ledger: Ledger | None = None,
@@ -123,8 +122,7 @@ async def build_pipeline(
     `wall_clock` gives the epoch times the store keeps and executions report (the runtime's; tests pass their own).
     `ledger` records the progress of accepted events (the node's; None: a bare pipeline records nothing).
     `action_factory` makes each local action from its spec (`build_action`; a simulation records instead);
-    `on_outcome(event, outcome)` hears what each route decided for each event; `on_routed(event)` each event
-    as the router hands it to the routes (their arrival order). `replacing`: the pipeline a
+    `on_outcome(event, outcome)` hears what each route decided for each event. `replacing`: the pipeline a
     reload replaces; a serialized route of the new one waits for the old one's to drain (order is kept).
     """
     problems: list[str] = []
@@ -202,7 +200,7 @@ async def build_pipeline(
             after=_drained_event(replacing, route.name) if route.serialize_actions else None,
             **({"capacity": mailbox_capacity} if mailbox_capacity else {}),
         )
-    router = Router(list(route_actors.values()), capacity=intake_capacity, ledger=ledger, on_routed=on_routed)
+    router = Router(list(route_actors.values()), capacity=intake_capacity, ledger=ledger)
 
     actions_sup = node_supervisor("actions", metrics, stop_grace=stop_grace)
     for actor in action_actors.values():

@@ -8,8 +8,7 @@ to, so the event is known to be finished once each of them has decided.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from actors import Actor, MailboxClosed
 from postee.pipeline.events import Event
@@ -22,12 +21,10 @@ DEFAULT_INTAKE_CAPACITY = 256
 
 class Router(Actor[Event]):
     def __init__(self, routes: Sequence[RouteActor], *, capacity: int = DEFAULT_INTAKE_CAPACITY,
-                 ledger: Ledger | None = None, on_routed: Callable[[Event], Any] | None = None) -> None:
-        """`on_routed(event)` hears each event as it is handed to the routes: their arrival order."""
+                 ledger: Ledger | None = None) -> None:
         super().__init__(name="intake", capacity=capacity)
         self.routes = list(routes)
         self.ledger = ledger
-        self.on_routed = on_routed
         self.routed = 0
 
     def full(self) -> bool:
@@ -41,8 +38,6 @@ class Router(Actor[Event]):
             routes = [route for route in routes if route.route.name == message.route]
         if self.ledger is not None:
             await self.ledger.routed(message.id, len(routes))
-        if self.on_routed is not None:
-            self.on_routed(message)
         for route in routes:
             try:
                 await route.address.send(RouteJob(message))

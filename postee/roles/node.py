@@ -291,7 +291,6 @@ class Node:
             wall_clock=wall_clock,
             action_factory=self.parts.actions or build_action,
             on_outcome=self.parts.observer.outcome if self.parts.observer is not None else None,
-            on_routed=self.parts.observer.routed if self.parts.observer is not None else None,
             intake_capacity=self.options.intake_capacity,
             mailbox_capacity=self.options.mailbox_capacity,
             stop_grace=self.options.stop_grace,
@@ -440,10 +439,20 @@ class Node:
     async def _enqueue(self, event: Event) -> None:
         """Queue a recorded event, waiting for room; when the node is stopping it stays recorded (and
         runs at the next start); when a reload swapped pipelines meanwhile, the new one takes it."""
+        observer = self.parts.observer
         while True:
             pipeline = self.pipeline
             assert pipeline is not None
             try:
+                if observer is None:
+                    await pipeline.router.address.send(event)
+                    return
+                # The observer hears the queue's order exactly: after a put that needs no wait, or
+                # before waiting in line (waiting senders are served first come, first served).
+                if pipeline.router.address.try_send(event):
+                    observer.queued(event)
+                    return
+                observer.queued(event)
                 await pipeline.router.address.send(event)
                 return
             except MailboxClosed:

@@ -38,8 +38,9 @@ class Observer(Protocol):
     def accepted(self, event: Event) -> None:
         """`event` was accepted (recorded, and queued for the pipeline): once per accepted event."""
 
-    def routed(self, event: Event) -> None:
-        """The pipeline's router handed `event` to the routes: the order routes see events in."""
+    def queued(self, event: Event) -> None:
+        """`event` (new or replayed) joins the pipeline's intake queue: the order routes see events in
+        (across a reload, the replaced pipeline's events first, then the new one's)."""
 
     def replayed(self, event: Event) -> None:
         """`event`, accepted in an earlier run of the node and unfinished, goes through the pipeline again."""

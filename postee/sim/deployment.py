@@ -97,8 +97,8 @@ class NodeLog:
         self.incarnation = 0
         self.accepted: list[Accepted] = []
         self.replayed: list[Accepted] = []
-        self.routed: list[str] = []
-        """Event ids in the order the node's router handed them to the routes (replays included)."""
+        self.queued: list[str] = []
+        """Event ids in the order they joined the node's intake queue (replays included)."""
         self.outcomes: list[Outcome] = []
         self.executions: list[Executed] = []
 
@@ -138,8 +138,8 @@ class _Observer:
     def replayed(self, event: Event) -> None:
         self._log.replayed_event(event)
 
-    def routed(self, event: Event) -> None:
-        self._log.routed.append(event.id)
+    def queued(self, event: Event) -> None:
+        self._log.queued.append(event.id)
 
     def outcome(self, event: Event, outcome: RouteOutcome) -> None:
         self._log.outcome(event, outcome)

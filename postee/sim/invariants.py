@@ -150,9 +150,9 @@ def serialized_order(deployment: Deployment, facts: Mapping[tuple[str, str], Rou
                                   "then": [later.action, later.started, later.ended]})
             spans[event_id] = (event_calls[0].started, max(c.ended for c in event_calls))
         log = deployment.slots[node].log
-        arrival = log.routed or [a.event_id for a in log.accepted]  # the router's order, when it was heard
-        seen: set[str] = set()
-        ordered = [e for e in arrival if e in spans and not (e in seen or seen.add(e))]  # type: ignore[func-returns-value]
+        arrival = log.queued or [a.event_id for a in log.accepted]  # the intake queue's order, when heard
+        last = {event_id: i for i, event_id in enumerate(arrival)}  # a replay (after a crash) counts last
+        ordered = sorted((e for e in spans if e in last), key=last.__getitem__)
         for before, after in zip(ordered, ordered[1:], strict=False):
             (b_start, b_end), (a_start, a_end) = spans[before], spans[after]
             if a_start < b_end and not deployment.crashed_between(node, b_start, a_end):

@@ -40,6 +40,11 @@ ALL_FAULTS = ("loss", "delay", "duplicate", "partition", "disconnect", "crash", 
 
 DEDUP_WINDOW = 60.0
 """Seconds of the `local` route's `unique-message-timeout`."""
+PACE_SHARE = 5.0
+"""An action attempt takes up to `PACE_SHARE x duration / events` seconds (at most `PACE_MAX`): long enough
+that serialized routes are often busy when a fault or a reload hits them, short enough that they keep up
+with the events (a tenth of the events go through each serialized route on the controller)."""
+PACE_MAX = 3.0
 AGGREGATE_NUMBER = 4
 AGGREGATE_TIMEOUT = 30.0
 KINDS = ("alert", "alert", "alert", "scan", "scan", "scan", "info", "info", "info", "audit")
@@ -60,21 +65,28 @@ def _template(version: int) -> dict[str, Any]:
     }
 
 
-def generated_config(runners: Sequence[str], *, version: int = 1) -> dict[str, Any]:
-    """The simulator's own configuration for `runners` (see the module docstring)."""
+def pace_of(duration: float, events: int) -> float:
+    """The longest an action attempt takes in a run of `events` over `duration` (see `PACE_SHARE`)."""
+    return min(PACE_MAX, PACE_SHARE * duration / max(events, 1))
+
+
+def generated_config(runners: Sequence[str], *, version: int = 1, pace: float = PACE_MAX) -> dict[str, Any]:
+    """The simulator's own configuration for `runners` (see the module docstring). Each action's attempt
+    timeout is a little over `pace` (the longest a working attempt takes), so a hung attempt costs
+    about as much as a slow one: serialized routes keep up with the events under the `actions` fault."""
+    retry = {"retries": 2, "retry-backoff": "0.1s", "timeout": f"{pace + 0.5:.3f}s"}
 
     def on_runners(prefix: str) -> list[str]:
         return [f"{prefix}-{name}" for name in runners]
 
     actions: list[dict[str, Any]] = [
-        {"name": name, "type": "webhook", "enable": True, "url": f"http://sim.invalid/{name}", "retries": 2,
-         "retry-backoff": "0.2s", "timeout": "2s"}
+        {"name": name, "type": "webhook", "enable": True, "url": f"http://sim.invalid/{name}", **retry}
         for name in ("ticket", "notify", "digest-mail", "audit-central", "scan-central")
     ]
     for prefix in ("kill", "ship", "collect"):
         for runner in runners:
             actions.append({"name": f"{prefix}-{runner}", "type": "exec", "enable": True, "runs-on": runner,
-                            "exec-script": f"echo {prefix}", "retries": 2, "retry-backoff": "0.2s", "timeout": "2s"})
+                            "exec-script": f"echo {prefix}", **retry})
     routes: list[dict[str, Any]] = [
         {"name": "central-serial", "input": "input.sim.urgent", "serialize-actions": True,
          "actions": ["ticket", "notify"], "template": "sim"},
@@ -183,14 +195,9 @@ def make_scenario(rng: random.Random, runners: Sequence[str], *, events: int, du
     schedule.sort(key=lambda f: (f.at, f.kind, f.node))
     return Scenario(runners=tuple(runners), events=tuple(drawn), faults=tuple(schedule), duration=duration,
                     failing_actions=0.08 if "actions" in faults else 0.0,
-                    pace=min(PACE_MAX, PACE_SHARE * duration / max(events, 1)))
+                    pace=pace_of(duration, events))
 
 
-PACE_SHARE = 5.0
-"""An action attempt takes up to `PACE_SHARE x duration / events` seconds (at most `PACE_MAX`): long enough
-that serialized routes are often busy when a fault or a reload hits them, short enough that they keep up
-with the events (a tenth of the events go through each serialized route on the controller)."""
-PACE_MAX = 3.0
 
 
 def _roll(*parts: object) -> float:

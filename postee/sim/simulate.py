@@ -45,6 +45,7 @@ from postee.sim.scenario import (
     dump,
     generated_config,
     make_scenario,
+    pace_of,
     reloaded_config,
     runner_names_of,
 )
@@ -125,7 +126,7 @@ def simulate(options: SimOptions) -> dict[str, Any]:
 def _configuration(options: SimOptions) -> tuple[dict[str, Any], list[str]]:
     if options.cfgfile is None:
         names = [f"runner-{i}" for i in range(1, options.runners + 1)]
-        return generated_config(names), names
+        return generated_config(names, pace=pace_of(options.duration, options.events)), names
     try:
         data = yamlio.safe_load(Path(options.cfgfile).read_text())
     except (OSError, yaml.YAMLError) as exc:

@@ -11,6 +11,7 @@ import trio
 
 from postee.embed import NodeOptions, NodeParts, open_standalone, submit_event
 from postee.sim.recording import Recordings, recording_factory
+from tests.daemon.helpers import webhook_route
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,26 +25,12 @@ def test_the_embedded_example_runs_a_controller_and_two_runners_in_one_process()
     assert sum("controller ran ticket" in line for line in lines) == 2  # both events reached the controller
 
 
-CONFIG = """
-routes:
-  - name: all
-    actions: [hook]
-    template: raw
-templates:
-  - name: raw
-    rego-package: postee.rawmessage.json
-actions:
-  - name: hook
-    type: webhook
-    enable: true
-    url: https://hooks.example.com/x
-"""
 
 
 async def test_a_standalone_node_embedded_with_the_daemons_store_and_listeners(tmp_path):
     """Only the actions are replaced: the store is a SQLite file, Rego runs in threads, HTTP listens."""
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(CONFIG)
+    cfg.write_text(webhook_route("https://hooks.example.com/x", route="all"))
     recordings = Recordings()
     options = NodeOptions(cfgfile=str(cfg), http_bind="127.0.0.1:0", https_bind=None, db_path=str(tmp_path / "db"),
                           rego_isolation="thread", rego_workers=1, environ={})

@@ -23,7 +23,7 @@ FOUND_BUGS: dict[tuple[int, int, int], str] = {
     (2, 20, 200): "a reload let a serialized route of the controller run new events while the replaced pipeline's "
                   "route was still running older ones (fixed: the new route waits for the old one to drain; "
                   "tests/sim/test_reload_keeps_order.py)",
-    (4, 20, 200): "the same reload bug (seeds 7, 12, 13, 14 and 15 find it too)",
+    (4, 20, 200): "the same reload bug (seeds 3, 7, 12, 13, 14 and 15 find it too)",
 }
 """(seed, runners, events) -> the bug that seed found."""
 
