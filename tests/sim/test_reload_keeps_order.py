@@ -15,6 +15,8 @@ from postee.rego.library import TemplateLibrary
 from postee.runtime import use_runtime
 from postee.sim.parts import open_memory_store, open_sim_pool, sim_parts, sim_runtime
 from postee.sim.recording import Conduct, Recordings
+from postee.store.errors import StoreError
+from postee.store.sqlite import SqliteStore
 
 SLOW = 3.0
 
@@ -85,3 +87,69 @@ async def test_events_after_a_reload_wait_for_the_old_pipelines_serialized_route
     for earlier, later in zip(ordered, ordered[1:], strict=False):
         assert later.started >= earlier.ended  # one after another, never overlapping
     assert sorted(c.items[0] for c in recordings.calls if c.route == "loose") == list(range(6))
+
+
+class StoreFailingOnce(SqliteStore):
+    """An in-loop store whose next dedup check fails when told (a disk error at the wrong moment)."""
+
+    fail_next = False
+
+    async def dedup_seen(self, *args, **kwargs):
+        if self.fail_next:
+            self.fail_next = False
+            raise StoreError("disk I/O error (injected)")
+        return await super().dedup_seen(*args, **kwargs)
+
+
+DEDUP_CONFIG = """
+routes:
+  - name: ordered
+    serialize-actions: true
+    actions: [first]
+    template: t{version}
+    plugins:
+      unique-message-props: [n]
+templates:
+  - name: t{version}
+    body: |
+      package sim.v{version}
+      title := "v{version}"
+      result := sprintf("sim#%v", [input.n])
+actions:
+  - name: first
+    type: webhook
+    enable: true
+    url: http://sim.invalid/first
+"""
+
+
+async def test_a_replaced_route_that_crashes_while_draining_does_not_hold_its_successor(autojump_clock, tmp_path):
+    """Found in review: the new route waited for the old one's `drained`, which a crash during the drain
+    never set (a stopping supervisor does not restart), so the route, then the router, then intake stopped
+    for good. The drain now releases the successor however it ends; the crashed route's event stays
+    recorded for the next start."""
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(DEDUP_CONFIG.format(version=1))
+    recordings = Recordings()
+    with use_runtime(sim_runtime()):
+        async with open_sim_pool() as pool:
+            store = await StoreFailingOnce.open(":memory:", in_loop=True)
+            parts = sim_parts("node", store=store, pool=pool, library=TemplateLibrary.load(), recordings=recordings,
+                              plan=slow_before_reload)
+            options = NodeOptions(cfgfile=str(cfg), https_bind=None, db_path=str(tmp_path / "db"), environ={})
+            async with open_standalone(options, parts=parts) as node:
+                for n in range(2):
+                    assert await node.submit(parse_event(json.dumps({"n": n})))
+                await trio.sleep(0.5)  # event 0 is on its (slow) action, event 1 waits in the old route
+                cfg.write_text(DEDUP_CONFIG.format(version=2))
+                store.fail_next = True  # the old route's check of event 1 fails: its lane crashes while draining
+                ok, message = await node.reload()
+                assert ok, message
+                for n in range(2, 5):
+                    assert await node.submit(parse_event(json.dumps({"n": n})))
+                with trio.fail_after(60):
+                    while {2, 3, 4} - {c.items[0] for c in recordings.calls}:
+                        await trio.sleep(0.5)
+                assert await store.intake_count() >= 1  # event 1: unfinished, replayed at the next start
+            await store.aclose()
+    assert [c.items[0] for c in recordings.calls] == [0, 2, 3, 4]
