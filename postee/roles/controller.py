@@ -59,7 +59,7 @@ from postee.config.loader import read_yaml
 from postee.config.runner_slice import SliceIndex, config_version, slice_yaml
 from postee.pipeline.events import InvalidEvent, parse_event_off_loop
 from postee.roles.linked import run_linked
-from postee.roles.node import Node, NodeOptions
+from postee.roles.node import Node, NodeOptions, execution_message
 from postee.roles.parts import DAEMON_PARTS, NodeParts
 from postee.roles.runners import MAX_RUNNERS, RunnerRegistry
 from postee.roles.upstream import HEARTBEAT_INTERVAL
@@ -213,6 +213,7 @@ class Controller:
                 self.options.node, is_local=controller_local, load=self._load, on_reloaded=self._reloaded,
                 parts=self.parts,
             )
+            node.name = "controller"
             node.extra_endpoints["/runners"] = self.registry.runners_json
             node.extra_endpoints["/executions"] = self.registry.executions_json
             self.bus = self._bus_supervisor(node)
@@ -361,6 +362,8 @@ class Controller:
                 action = "other"
             node.metrics.runner_executions.labels(label, action, status).inc()
             node.metrics.runner_execution_seconds.labels(label).observe(report.duration)
+            if node.feed.wanted():
+                node.feed.publish(execution_message(report.runner, report))
             log.info("runner execution", runner=report.runner, route=report.route, action=report.action,
                      event_id=report.event_id, ok=report.ok, error=report.error)
         await self._reply(message, ACK)

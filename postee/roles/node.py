@@ -38,6 +38,7 @@ from actors import AskTimeout, MailboxClosed, MailboxStats, one_error
 from postee.actions.base import ActionSpec
 from postee.actions.registry import build_action
 from postee.config import Config, ConfigError, load_config
+from postee.feed import Feed
 from postee.metrics import Metrics
 from postee.pipeline.action_actor import Execution
 from postee.pipeline.build import Pipeline, PipelineError, build_pipeline, drain, runs_everything
@@ -135,6 +136,10 @@ class Node:
         or listeners (`postee.roles.parts`: embedding, simulation)."""
         self.options = options
         self.parts = parts
+        self.name = "standalone"
+        """How the node names itself in what it publishes (its role sets it: `controller`, the runner's name)."""
+        self.feed = Feed()
+        """What happens here, for live watchers (`postee.feed`; the `/feed` endpoint of issue #14)."""
         self.metrics = Metrics()
         self.recent = RecentEvents(max_bytes=options.recent_events_bytes)
         self.is_local = is_local
@@ -190,6 +195,7 @@ class Node:
                     await self._run_on_store(task_status)
             finally:
                 self.metrics.ready.set(0)
+                self.feed.close()
                 self.stopped.set()
                 log.info("stopped")
 
@@ -301,6 +307,8 @@ class Node:
         """An action ended: the observer hears it, then the role's `on_execution` (a runner reports it)."""
         if self.parts.observer is not None:
             self.parts.observer.execution(execution)
+        if self.feed.wanted():
+            self.feed.publish(execution_message(self.name, execution))
         return self.on_execution(execution) if self.on_execution is not None else None
 
     async def reload(self) -> tuple[bool, str]:
@@ -498,6 +506,9 @@ class Node:
         self.recent.add(event)
         if self.parts.observer is not None:
             self.parts.observer.accepted(event)
+        if self.feed.wanted():
+            self.feed.publish({"type": "event", "node": self.name, "id": event.id, "received_at": event.received_at,
+                               "source": event.source, "size": len(event.text), "route": event.route})
         # `webhook` or `runner`: a runner's name may come from whoever reaches the bus, and a metrics label
         # must not be chosen by outside input (per-runner counts are `postee_runner_events`, verified names)
         self.metrics.events_received.labels("webhook" if event.source == "webhook" else "runner").inc()
@@ -555,6 +566,13 @@ class Node:
     def extra_get(self, path: str) -> str | None:
         handler = self.extra_endpoints.get(path)
         return handler() if handler else None
+
+
+def execution_message(node: str, execution: Execution | Any) -> dict[str, Any]:
+    """The feed's message for an action run on `node` (an `Execution`, or a runner's `ExecutionReport`)."""
+    return {"type": "execution", "node": node, "route": execution.route, "action": execution.action,
+            "event_id": execution.event_id, "status": "ok" if execution.ok else "failed",
+            "attempts": execution.attempts, "duration": execution.duration, "error": execution.error}
 
 
 def tenant_answer(outcome: RouteOutcome, *, detailed: bool) -> dict[str, Any]:

@@ -152,6 +152,7 @@ class Runner:
                 on_reloaded=self._reloaded,
                 parts=self.parts,
             )
+            node.name = self.name
             self.link = self._link_supervisor(node)
             await run_linked(node, self.link, self.transport, readiness="controller_link",
                              started=lambda: task_status.started(self))
