@@ -114,3 +114,22 @@ async def test_the_controllers_feed_shows_every_event_and_execution_and_a_stuck_
 
 def json_executions(controller) -> list:
     return json.loads(controller.registry.executions_json())
+
+
+async def test_the_controllers_feed_says_when_a_runner_comes_up_goes_stale_then_gone(autojump_clock, tmp_path):
+    """States follow from heartbeat times (5 s): stale after 3 missed intervals, gone after 12."""
+    async with open_deployment(tmp_path) as sim, sim.controller(CONFIG) as controller:
+        with controller.node.feed.subscribe(accept=lambda m: m["type"] == "runner") as watcher:
+            async with sim.runner("runner-1"):
+                up = await watcher.receive()
+                assert (up["name"], up["state"], up["config_current"]) == ("runner-1", "up", True)
+                assert up["config_version"] == controller.slice_version("runner-1")
+                stopped_at = trio.current_time()
+            with trio.fail_after(120):
+                stale = await watcher.receive()
+                stale_after = trio.current_time() - stopped_at
+                gone = await watcher.receive()
+                gone_after = trio.current_time() - stopped_at
+            assert (stale["state"], gone["state"]) == ("stale", "gone")
+            # its last beat was at most one interval before it stopped; the feed looks every second
+            assert 10 <= stale_after <= 17 and 55 <= gone_after <= 62

@@ -73,6 +73,8 @@ CONTROLLER_QUEUE = "postee-controllers"
 UNNAMED_RUNNER = "postee-runner"
 """Source name for events from a Postee runner, which sends no name with its events."""
 UNVERIFIED_LABEL = "unverified"
+RUNNER_STATE_INTERVAL = 1.0
+"""Seconds between looks at the runners' states for the live feed."""
 """The metrics label of every runner whose name the bus does not vouch for."""
 
 
@@ -232,11 +234,29 @@ class Controller:
         ):
             bus.add(functools.partial(self._serve, runner_subjects_pattern(kind), handler, queue), name=name)
             bus.add(functools.partial(self._serve, LEGACY_SUBJECTS[kind], handler, queue), name=f"postee-{name}")
+        bus.add(functools.partial(self._publish_runner_states, node), name="runner-states")
         return bus
 
     def request_stop(self) -> None:
         if self.node is not None:
             self.node.request_stop()
+
+    async def _publish_runner_states(self, node: Node, *,
+                                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Tell the node's feed when a runner comes up, goes stale or gone, or changes its configuration.
+
+        Looked at every `RUNNER_STATE_INTERVAL` (states follow from heartbeat times, not from messages);
+        only while someone watches: a new watcher hears changes from then on (`/runners` has the rest).
+        """
+        said: dict[str, tuple[str, str, bool | None]] = {}
+        task_status.started()
+        while True:
+            if node.feed.wanted():
+                for message in self.registry.changes(said):
+                    node.feed.publish(message)
+            else:
+                said.clear()
+            await trio.sleep(RUNNER_STATE_INTERVAL)
 
     async def _serve(self, subject: str, handler: Callable[[Message], Awaitable[None]], queue: str, *,
                      task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

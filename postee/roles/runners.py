@@ -137,6 +137,19 @@ class RunnerRegistry:
             return "stale"
         return "gone"
 
+    def changes(self, last: dict[str, tuple[str, str, bool | None]]) -> list[dict[str, Any]]:
+        """The runners whose state, slice version or currency differ from `last` (name -> what was
+        said), as feed messages; `last` is updated. A runner forgotten by the registry is not said."""
+        changed = []
+        for info in self.runners.values():
+            now = (self.state(info), info.config_version, self.is_current(info))
+            if last.get(info.name) != now:
+                last[info.name] = now
+                changed.append({"type": "runner", "name": info.name, "state": now[0], "config_version": now[1],
+                                "config_current": now[2], "last_seen": info.last_seen_wall,
+                                "verified": self.trusted(info.name)})
+        return changed
+
     def runners_json(self) -> str:
         out: list[dict[str, Any]] = []
         for info in sorted(self.runners.values(), key=lambda i: i.name):
