@@ -508,7 +508,8 @@ class Node:
             self.parts.observer.accepted(event)
         if self.feed.wanted():
             self.feed.publish({"type": "event", "node": self.name, "id": event.id, "received_at": event.received_at,
-                               "source": event.source, "size": len(event.text), "route": event.route})
+                               "source": event.source, "size": len(event.text), "route": event.route,
+                               "body": event.body})  # sent only to a client that asks (`/feed?bodies=1`)
         # `webhook` or `runner`: a runner's name may come from whoever reaches the bus, and a metrics label
         # must not be chosen by outside input (per-runner counts are `postee_runner_events`, verified names)
         self.metrics.events_received.labels("webhook" if event.source == "webhook" else "runner").inc()

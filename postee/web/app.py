@@ -14,6 +14,7 @@ lets intake enforce its limits (body size, a full queue) before reading more tha
 | GET `/events` | API key (`--open-events`: as the webhook) | the last events as a JSON array |
 | GET `/runners`, `/executions`, ... | API key | role-specific reads (`Daemon.extra_get`) |
 | GET `/reload` | API key, or `?key=K` (Postee) | reload the config |
+| WebSocket `/feed` | API key, or `?key=K` | the live feed (`postee.web.feed_socket`); other upgrade paths: 404 |
 
 A `/tenant` answer has the actions' output and error messages only for a caller with the API key
 (an `exec` script's output can hold anything). 503 answers carry `Retry-After`.
@@ -43,9 +44,11 @@ from typing import Any, Protocol
 import structlog
 import trio
 
+from postee.feed import Feed
 from postee.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from postee.metrics import Metrics
 from postee.pipeline.events import Event, InvalidEvent, parse_event_off_loop
+from postee.web.feed_socket import refuse_websocket, serve_feed
 
 log = structlog.get_logger("postee.web")
 
@@ -81,6 +84,8 @@ class Daemon(Protocol):
     """What the web layer needs from the running daemon (standalone, controller or runner)."""
 
     metrics: Metrics
+    feed: Feed
+    """What happens in the node, for `/feed` (`postee.feed`)."""
 
     async def submit(self, event: Event) -> bool: ...
 
@@ -138,6 +143,9 @@ class PosteeApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+            return
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
             return
         if scope["type"] != "http":
             return
@@ -313,6 +321,21 @@ class PosteeApp:
             return
         ok, message = await self.daemon.reload()
         await _respond(send, 200 if ok else 422, f"{message}\n".encode())
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`/feed` (the live feed, for the API key: as a bearer token or `?key=`, which browsers can send);
+        an upgrade anywhere else is refused with 404."""
+        if scope.get("path") != "/feed":
+            await refuse_websocket(scope, send, 404, b"not found\n")
+            return
+        query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        if not (self._is_admin(scope) or _same_secret((query.get("key") or [""])[-1].encode(), self.daemon.api_key())):
+            await refuse_websocket(scope, send, 401, NEEDS_API_KEY)
+            return
+        try:
+            await serve_feed(scope, receive, send, self.daemon.feed)
+        except Exception:  # a client gone mid-send, a bug: that client's connection ends, nothing else
+            log.exception("feed connection failed")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

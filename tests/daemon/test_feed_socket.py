@@ -1,0 +1,87 @@
+"""`/feed`, the live feed as a WebSocket, on a real listener with a real client (trio-websocket).
+
+A standalone node (real HTTP on port 0, SQLite file, Rego in a thread) whose action is a recorder:
+the client receives exactly the events and executions that happened, in order; filters and bodies
+work; the upgrade is refused without the API key (401) and on any other path (404, not 500).
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+import trio
+from trio_websocket import ConnectionRejected, open_websocket_url
+
+from postee.embed import NodeOptions, NodeParts, open_standalone
+from postee.sim.recording import Recordings, recording_factory
+from tests.daemon.helpers import webhook_route
+
+
+@pytest.fixture
+async def node(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(webhook_route("https://hooks.example.com/x", route="all"))
+    options = NodeOptions(cfgfile=str(cfg), http_bind="127.0.0.1:0", https_bind=None, db_path=str(tmp_path / "db"),
+                          rego_isolation="thread", rego_workers=1, environ={})
+    async with open_standalone(options, parts=NodeParts(actions=recording_factory("node", Recordings()))) as running:
+        yield running
+
+
+def ws_url(node, query: str = "") -> str:
+    return node.urls[0].replace("http://", "ws://") + "/feed" + (f"?{query}" if query else "")
+
+
+def bearer(node) -> list[tuple[bytes, bytes]]:
+    return [(b"authorization", f"Bearer {node.api_key()}".encode())]
+
+
+async def post_events(node, count: int) -> None:
+    async with httpx.AsyncClient(base_url=node.urls[0], timeout=10) as client:
+        for n in range(count):
+            assert (await client.post("/", content=json.dumps({"image": f"img-{n}"}))).status_code == 200
+
+
+async def read(ws, count: int) -> list[dict]:
+    with trio.fail_after(10):
+        return [json.loads(await ws.get_message()) for _ in range(count)]
+
+
+async def test_a_client_receives_every_event_and_execution_in_order(node):
+    async with open_websocket_url(ws_url(node), extra_headers=bearer(node)) as ws:
+        await post_events(node, 3)
+        messages = await read(ws, 6)
+    events = [m for m in messages if m["type"] == "event"]
+    executions = [m for m in messages if m["type"] == "execution"]
+    assert len(events) == 3 and len(executions) == 3
+    assert [e["source"] for e in events] == ["webhook"] * 3 and all("body" not in e for e in events)
+    assert [x["event_id"] for x in executions] == [e["id"] for e in events]  # one route, in arrival order
+    assert {(x["node"], x["route"], x["action"], x["status"], x["attempts"]) for x in executions} == {
+        ("standalone", "all", "hook", "ok", 1)}
+
+
+async def test_filters_and_bodies(node):
+    async with open_websocket_url(ws_url(node, "types=event&bodies=1"), extra_headers=bearer(node)) as events, \
+            open_websocket_url(ws_url(node, f"types=execution&status=failed&key={node.api_key()}")) as failures:
+        await post_events(node, 2)
+        got = await read(events, 2)
+        assert [m["body"] for m in got] == [{"image": "img-0"}, {"image": "img-1"}]
+        with trio.move_on_after(1):  # every execution succeeded: nothing for this filter
+            unexpected = await failures.get_message()
+            raise AssertionError(f"a failed-executions filter received {unexpected!r}")
+
+
+@pytest.mark.parametrize("headers", [[], [(b"authorization", b"Bearer wrong")]])
+async def test_without_the_api_key_the_upgrade_is_refused(node, headers):
+    with pytest.raises(ConnectionRejected) as refused:
+        async with open_websocket_url(ws_url(node), extra_headers=headers):
+            pass
+    assert refused.value.status_code == 401
+
+
+async def test_an_upgrade_on_another_path_is_a_404_not_a_500(node):
+    with pytest.raises(ConnectionRejected) as refused:
+        async with open_websocket_url(node.urls[0].replace("http://", "ws://") + "/events", extra_headers=bearer(node)):
+            pass
+    assert refused.value.status_code == 404
