@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import structlog
 import trio
 
-from postee import cli_rego, cli_sim
+from postee import cli_events, cli_rego, cli_sim
 
 if TYPE_CHECKING:  # the daemon's modules (web server, actions, store) load only when the daemon runs
     from postee.roles.node import NodeOptions
@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--show", action="store_true", help="do not create: print the public key of an existing seed")
     seed.set_defaults(handler=run_nkey)
     cli_sim.add_sim_command(commands)
+    cli_events.add_events_command(commands)
     return parser
 
 

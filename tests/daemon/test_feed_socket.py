@@ -7,7 +7,11 @@ work; the upgrade is refused without the API key (401) and on any other path (40
 
 from __future__ import annotations
 
+import functools
 import json
+import signal
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -85,3 +89,39 @@ async def test_an_upgrade_on_another_path_is_a_404_not_a_500(node):
         async with open_websocket_url(node.urls[0].replace("http://", "ws://") + "/events", extra_headers=bearer(node)):
             pass
     assert refused.value.status_code == 404
+
+
+async def test_postee_events_follow_prints_the_feed_and_exits_cleanly_on_ctrl_c(node):
+    """The CLI client: one readable line per message, reconnecting; SIGINT ends it with status 0."""
+    command = [sys.executable, "-m", "postee", "events", "--follow", "--url", node.urls[0], "--key", node.api_key(),
+               "--types", "execution"]
+    async with trio.open_nursery() as nursery:
+        process = await nursery.start(functools.partial(trio.run_process, command, stdout=subprocess.PIPE,
+                                                        stderr=subprocess.PIPE, check=False))
+        lines: list[str] = []
+        with trio.fail_after(30):
+            while not node.feed.wanted():  # connected: the node's feed has its subscriber
+                await trio.sleep(0.05)
+            await post_events(node, 2)
+            buffer = b""
+            while len(lines) < 2:
+                buffer += await process.stdout.receive_some(4096)
+                *complete, buffer = buffer.split(b"\n")
+                lines += [line.decode() for line in complete]
+        process.send_signal(signal.SIGINT)
+        with trio.fail_after(10):
+            await process.wait()
+    assert process.returncode == 0
+    assert all(line.startswith("execution ok") and " standalone all/hook event " in line for line in lines[:2])
+
+
+async def test_postee_events_without_follow_prints_the_recent_events_once(node):
+    await post_events(node, 2)
+    done = await trio.run_process([sys.executable, "-m", "postee", "events", "--json", "--url", node.urls[0],
+                                   "--key", node.api_key()], capture_stdout=True, capture_stderr=True, check=False)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    assert [e["event"]["image"] for e in events] == ["img-0", "img-1"]
+    refused = await trio.run_process([sys.executable, "-m", "postee", "events", "--url", node.urls[0], "--key", "no"],
+                                     capture_stdout=True, capture_stderr=True, check=False)
+    assert refused.returncode == 1 and b"401" in refused.stderr
