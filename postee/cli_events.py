@@ -25,6 +25,8 @@ EXIT_REFUSED = 1
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 30.0
 CONNECT_TIMEOUT = 10.0
+DISCONNECT_TIMEOUT = 2.0
+"""Seconds the closing handshake may take on Ctrl-C (trio-websocket waits 60 s by default)."""
 
 
 def add_events_command(commands: Any) -> None:
@@ -82,7 +84,8 @@ async def follow(args: argparse.Namespace, key: str) -> int:
     headers = [(b"authorization", f"Bearer {key}".encode())] if key else []
     while True:
         try:
-            async with open_websocket_url(url, extra_headers=headers, connect_timeout=CONNECT_TIMEOUT) as socket:
+            async with open_websocket_url(url, extra_headers=headers, connect_timeout=CONNECT_TIMEOUT,
+                                          disconnect_timeout=DISCONNECT_TIMEOUT) as socket:
                 delay = BACKOFF_INITIAL
                 while True:
                     _print(json.loads(await socket.get_message()), args.events_json)

@@ -98,6 +98,13 @@ async def test_postee_events_follow_prints_the_feed_and_exits_cleanly_on_ctrl_c(
     async with trio.open_nursery() as nursery:
         process = await nursery.start(functools.partial(trio.run_process, command, stdout=subprocess.PIPE,
                                                         stderr=subprocess.PIPE, check=False))
+        stderr = bytearray()  # read all along: a full pipe would block the process
+
+        async def drain_stderr() -> None:
+            async for chunk in process.stderr:
+                stderr.extend(chunk)
+
+        nursery.start_soon(drain_stderr)
         lines: list[str] = []
         with trio.fail_after(30):
             while not node.feed.wanted():  # connected: the node's feed has its subscriber
@@ -109,8 +116,12 @@ async def test_postee_events_follow_prints_the_feed_and_exits_cleanly_on_ctrl_c(
                 *complete, buffer = buffer.split(b"\n")
                 lines += [line.decode() for line in complete]
         process.send_signal(signal.SIGINT)
-        with trio.fail_after(10):
+        with trio.move_on_after(30):
             await process.wait()
+        if process.returncode is None:  # say what it was doing instead of hanging the suite
+            process.kill()
+            await process.wait()
+            raise AssertionError(f"postee events did not exit on SIGINT; stderr: {stderr.decode(errors='replace')}")
     assert process.returncode == 0
     assert all(line.startswith("execution ok") and " standalone all/hook event " in line for line in lines[:2])
 
