@@ -131,3 +131,8 @@ def run_events(args: argparse.Namespace) -> int:
         return trio.run(follow, args, key)
     except KeyboardInterrupt:
         return 0
+    except BaseExceptionGroup as group:  # Ctrl-C landed in one of the connection's own tasks
+        interrupted, rest = group.split(KeyboardInterrupt)
+        if interrupted is not None and rest is None:
+            return 0
+        raise

@@ -91,13 +91,19 @@ async def test_an_upgrade_on_another_path_is_a_404_not_a_500(node):
     assert refused.value.status_code == 404
 
 
+def restore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def test_postee_events_follow_prints_the_feed_and_exits_cleanly_on_ctrl_c(node):
     """The CLI client: one readable line per message, reconnecting; SIGINT ends it with status 0."""
     command = [sys.executable, "-m", "postee", "events", "--follow", "--url", node.urls[0], "--key", node.api_key(),
                "--types", "execution"]
     async with trio.open_nursery() as nursery:
+        # SIGINT's default disposition: a suite run in a background job (as CI may) inherits it ignored
         process = await nursery.start(functools.partial(trio.run_process, command, stdout=subprocess.PIPE,
-                                                        stderr=subprocess.PIPE, check=False))
+                                                        stderr=subprocess.PIPE, check=False,
+                                                        preexec_fn=restore_sigint))
         stderr = bytearray()  # read all along: a full pipe would block the process
 
         async def drain_stderr() -> None:
