@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from actors.transport import Transport
-from postee.pipeline.events import Event, InvalidEvent, parse_event
+from postee.pipeline.events import Event, InvalidEvent, parse_event_off_loop
 from postee.roles.controller import Controller, ControllerOptions
 from postee.roles.node import Node, NodeOptions
 from postee.roles.parts import DAEMON_PARTS, NodeParts, Observer, lend
@@ -103,5 +103,5 @@ async def submit_event(target: Node | Controller | Runner, body: bytes | str) ->
     if node is None:
         return None
     with use_runtime(node.parts.runtime):  # its id and time from the node's runtime, as in the node
-        event = parse_event(body)
+        event = await parse_event_off_loop(body.encode() if isinstance(body, str) else body)
     return event if await node.submit(event) else None

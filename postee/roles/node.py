@@ -452,16 +452,13 @@ class Node:
             pipeline = self.pipeline
             assert pipeline is not None
             try:
-                if observer is None:
-                    await pipeline.router.address.send(event)
-                    return
-                # The observer hears the queue's order exactly: after a put that needs no wait, or
+                # An observer hears the queue's order exactly: after a put that needs no wait, or
                 # before waiting in line (waiting senders are served first come, first served).
-                if pipeline.router.address.try_send(event):
+                queued = pipeline.router.address.try_send(event)
+                if observer is not None:
                     observer.queued(event)
-                    return
-                observer.queued(event)
-                await pipeline.router.address.send(event)
+                if not queued:
+                    await pipeline.router.address.send(event)
                 return
             except MailboxClosed:
                 if self._stop_requested.is_set() or self.pipeline is pipeline:

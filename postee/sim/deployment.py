@@ -16,9 +16,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import attrs
 import structlog
@@ -181,7 +179,6 @@ class Deployment:
         self.cfgfile = self.directory / "controller.yaml"
         self.slots: dict[str, _Slot] = {}
         self._nursery: trio.Nursery | None = None
-        self.restarted: dict[str, int] = {}
         self.stopping = False
 
     # -- nodes -------------------------------------------------------------------------------------
@@ -252,7 +249,6 @@ class Deployment:
             return
         if slot.crashes and slot.crashes[-1][1] == math.inf:
             slot.crashes[-1] = (slot.crashes[-1][0], trio.current_time())
-        self.restarted[name] = self.restarted.get(name, 0) + 1
         self.start(name)
 
     def node(self, name: str) -> Node | None:
@@ -274,11 +270,6 @@ class Deployment:
         """Node `name` crashed at some time between `start` and `end` (in either order)."""
         low, high = min(start, end), max(start, end)
         return any(low <= at <= high for at, _ in self.slots[name].crashes)
-
-    def each_live(self, fn: Callable[[str, Any], None]) -> None:
-        for name, slot in self.slots.items():
-            if slot.role is not None:
-                fn(name, slot.role)
 
     async def stop_all(self) -> None:
         """Stop every node gracefully (the end of the run)."""

@@ -146,8 +146,6 @@ class _Run:
         self.rng = rng
         self.trace = Trace()
         self.recordings = Recordings(on_call=self._traced_call)
-        self.keys: dict[str, str] = {}
-        """Event id -> the simulator's own key of the event."""
         self.bodies: dict[str, Any] = {}
         """Event id -> the event as accepted (routes' dedup keys are computed from it)."""
         self._background: trio.Nursery | None = None
@@ -204,7 +202,7 @@ class _Run:
         facts = self._facts(deployment)
         converged = self._converged(deployment)
         quiet = await self._quiet(deployment, bus)
-        verdict, lost, duplicated = check_all(deployment, facts, self.recordings.calls, self.keys, converged, quiet,
+        verdict, lost, duplicated = check_all(deployment, facts, self.recordings.calls, {}, converged, quiet,
                                               self.bodies)
         self.result = {
             "seed": self.options.seed,
@@ -237,6 +235,8 @@ class _Run:
             "violations": verdict.violations,
             "reproduce": self._reproduce(),
         }
+        if not all(verdict.invariants.values()):  # what happened last, to read next to the violations
+            self.result["trace_tail"] = list(self.trace.last)
 
     def _reproduce(self) -> str:
         o = self.options
@@ -294,7 +294,6 @@ class _Run:
         self.trace.add("post", n=event.n, to=event.target, accepted=accepted, ev=parsed.id)
         if accepted:
             self.posted[event.n] = parsed.id
-            self.keys[parsed.id] = event.key
             self.bodies[parsed.id] = parsed.body
         return accepted
 
