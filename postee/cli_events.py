@@ -96,10 +96,20 @@ async def follow(args: argparse.Namespace, key: str) -> int:
                 return EXIT_REFUSED
             reason = f"refused ({exc.status_code})"
         except (ConnectionClosed, HandshakeError, OSError) as exc:
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = _reason(exc)
         print(f"postee events: connection to {url} lost ({reason}); retrying in {delay:g} s", file=sys.stderr)
         await trio.sleep(delay)
         delay = min(delay * 2, BACKOFF_MAX)
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a connection failed, in words: trio-websocket's `HandshakeError` says it only in its cause."""
+    cause = exc.__cause__
+    if not str(exc) and cause is not None:
+        exc = cause
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _recent(args: argparse.Namespace, key: str) -> int:

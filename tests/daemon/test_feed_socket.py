@@ -142,3 +142,19 @@ async def test_postee_events_without_follow_prints_the_recent_events_once(node):
     refused = await trio.run_process([sys.executable, "-m", "postee", "events", "--url", node.urls[0], "--key", "no"],
                                      capture_stdout=True, capture_stderr=True, check=False)
     assert refused.returncode == 1 and b"401" in refused.stderr
+
+
+def test_a_refused_connection_is_said_in_words_not_as_an_empty_handshake_error():
+    """trio-websocket raises a bare `HandshakeError` from the `OSError`: `postee events` printed
+    "HandshakeError: " while the node was down."""
+    from trio_websocket import HandshakeError
+
+    from postee.cli_events import _reason
+
+    try:
+        try:
+            raise ConnectionRefusedError(111, "Connection refused")
+        except OSError as exc:
+            raise HandshakeError from exc
+    except HandshakeError as exc:
+        assert _reason(exc) == "connection refused"
