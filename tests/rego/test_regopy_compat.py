@@ -231,6 +231,13 @@ def test_rewrite_never_fails_and_keeps_lines(pieces: list[str]) -> None:
     assert regopy_compat.rewrite_module(source).count("\n") == source.count("\n")
 
 
+def test_a_moved_comprehension_head_with_a_multiline_raw_string_keeps_the_line_count() -> None:
+    # Found by the property above: the head's line breaks were counted with those inside its raw
+    # string, which moves with the head, so the rewrite added a line.
+    source = "{`a\nb`|package t}"
+    assert regopy_compat.rewrite_module(source).count("\n") == source.count("\n")
+
+
 def test_an_assigned_name_only_ever_seen_after_a_dot_is_not_a_constant() -> None:
     # Found by the property above: `.contains :=` assigns a name that is never counted as a use.
     for source in (".contains:=", ". contains :=", 'x.tpl := "a %s"\n'):

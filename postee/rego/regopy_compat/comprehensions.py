@@ -56,14 +56,16 @@ def move_comprehension_heads(items: list[Item], fresh: Fresh) -> None:
                 continue
             name = fresh("c")
             new_head.extend([Token("ws", " "), Token("ident", name), Token("ws", " ")])
-            newlines = count_newlines(part)
+            moved = one_line(stripped)
+            # the line breaks that do not move with the head (those inside its strings and groups do)
+            newlines = count_newlines(part) - count_newlines(moved)
             if newlines:
                 new_head.append(Token("ws", "\n" * newlines))
             assignments.extend(
                 [Token("op", ";"), Token("ws", " "), Token("ident", name), Token("ws", " "), Token("op", ":=")]
             )
             assignments.append(Token("ws", " "))
-            assignments.extend(one_line(stripped))
+            assignments.extend(moved)
         if not assignments:
             continue
         body_core = strip(body)
