@@ -290,11 +290,13 @@ def write_config(path: Path, sink_port: int) -> None:
 
 
 class Daemon:
-    def __init__(self, engine: str, workdir: Path, sink_port: int, env_extra: dict[str, str] | None = None) -> None:
+    def __init__(self, engine: str, workdir: Path, sink_port: int, env_extra: dict[str, str] | None = None,
+                 config: Any = None) -> None:
+        """`config(path, sink_port)` writes the daemon's config (default: `write_config`'s 3 routes)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cfg = workdir / "cfg.yaml"
-        write_config(cfg, sink_port)
+        (config or write_config)(cfg, sink_port)
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("POSTEE_", "AQUAALERT_")) and k != "REGO_FILTERS_PATH"}
         env["PATH_TO_DB"] = str(workdir / "webhooks.db")

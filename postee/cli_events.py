@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+import unicodedata
 import urllib.parse
 from typing import Any
 
@@ -44,9 +45,35 @@ def add_events_command(commands: Any) -> None:
     events.set_defaults(handler=run_events)
 
 
+def _escape(text: str) -> str:
+    """Control and format characters (escape sequences, C1 controls, bidirectional overrides) as visible
+    escapes: what a feed message says was written by others, and must not drive the terminal."""
+    return "".join(
+        (repr(c)[1:-1] if ord(c) < 0x100 else f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}")
+        if unicodedata.category(c) in ("Cc", "Cf") else c
+        for c in text
+    )
+
+
+def _json_line(message: dict[str, Any]) -> str:
+    """JSON keeps non-ASCII text readable, but escapes C1 controls and format characters too (plain
+    `json.dumps` escapes only those below 0x20): the line stays valid JSON and inert in a terminal."""
+    text = json.dumps(message, ensure_ascii=False)
+    # json's own escape, surrogate pairs included beyond U+FFFF (a plain \\uXXXXX would change the text)
+    return "".join(json.dumps(c)[1:-1] if unicodedata.category(c) in ("Cc", "Cf") else c for c in text)
+
+
 def line_of(message: dict[str, Any]) -> str:
-    """A feed message as one readable line."""
+    """A feed message as one readable line (control characters escaped)."""
+    return _escape(_readable(message))
+
+
+def _readable(message: dict[str, Any]) -> str:
     kind = message.get("type")
+    if kind == "event" and message.get("stage") == "routed":
+        routes = ", ".join(message.get("routes") or []) or "no route"
+        failed = f"; failed in {', '.join(message['failed'])}" if message.get("failed") else ""
+        return f"event     {message.get('id')} matched {routes}{failed}"
     if kind == "event":
         return f"event     {message.get('id')} from {message.get('source')} ({message.get('size')} bytes)"
     if kind == "execution":
@@ -73,7 +100,7 @@ def _feed_url(args: argparse.Namespace) -> str:
 
 
 def _print(message: dict[str, Any], as_json: bool) -> None:
-    print(json.dumps(message, ensure_ascii=False) if as_json else line_of(message), flush=True)
+    print(_json_line(message) if as_json else line_of(message), flush=True)
 
 
 async def follow(args: argparse.Namespace, key: str) -> int:
@@ -97,7 +124,7 @@ async def follow(args: argparse.Namespace, key: str) -> int:
             reason = f"refused ({exc.status_code})"
         except (ConnectionClosed, HandshakeError, OSError) as exc:
             reason = _reason(exc)
-        print(f"postee events: connection to {url} lost ({reason}); retrying in {delay:g} s", file=sys.stderr)
+        print(_escape(f"postee events: connection to {url} lost ({reason}); retrying in {delay:g} s"), file=sys.stderr)
         await trio.sleep(delay)
         delay = min(delay * 2, BACKOFF_MAX)
 
@@ -122,14 +149,14 @@ def _recent(args: argparse.Namespace, key: str) -> int:
         print(f"postee events: {args.events_url}: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     if answer.status_code != 200:
-        print(f"postee events: {args.events_url}/events answered {answer.status_code}: {answer.text.strip()}",
-              file=sys.stderr)
+        print(_escape(f"postee events: {args.events_url}/events answered {answer.status_code}: "
+                      f"{answer.text.strip()}"), file=sys.stderr)
         return EXIT_REFUSED
     for event in answer.json():
         if args.events_json:
-            print(json.dumps(event, ensure_ascii=False))
+            print(_json_line(event))
         else:
-            print(f"event     {event.get('id')} from {event.get('source')} at {event.get('received_at')}")
+            print(_escape(f"event     {event.get('id')} from {event.get('source')} at {event.get('received_at')}"))
     return 0
 
 

@@ -70,6 +70,10 @@ class Metrics:
         self.bus_connected = Gauge("postee_bus_connected", "1 while the controller/runner link is up", registry=r)
         self._mailboxes = _MailboxCollector()
         r.register(self._mailboxes)
+        self.feed_subscribers = Gauge("postee_feed_subscribers", "Live feed subscribers (/feed clients, the dashboard)",
+                                      registry=r)
+        self.feed_dropped = Counter("postee_feed_dropped_messages",
+                                    "Live feed messages a subscriber lost because it fell behind", registry=r)
 
     def watch_mailboxes(self, source: Callable[[], Iterable[MailboxStats]]) -> None:
         """Report the mailboxes `source()` returns at every scrape."""

@@ -11,7 +11,10 @@ import json
 
 import trio
 
-from postee.feed import Feed
+from postee.feed import EventRoutes, Feed, wire
+from postee.pipeline.events import parse_event
+from postee.pipeline.route_actor import RouteOutcome
+from postee.roles.watch import NodeWatch
 from tests.roles.sim_helpers import open_deployment, settle, sim_event, submit
 
 
@@ -23,6 +26,61 @@ async def test_a_subscriber_gets_what_is_published_after_it_subscribed_in_order(
             feed.publish({"type": "event", "id": n})
         assert [(await subscription.receive())["id"] for _ in range(5)] == [0, 1, 2, 3, 4]
     assert feed.subscribers == 0
+
+
+async def test_a_message_is_encoded_once_for_all_its_clients_and_bodies_only_for_those_who_ask():
+    feed = Feed()
+    with feed.subscribe() as one, feed.subscribe() as other:
+        feed.publish({"type": "event", "id": "e", "body": {"secret": "s3"}})
+        first, second = await one.receive(), await other.receive()
+    assert wire(first, False) is wire(second, False)  # the same text object: encoded once
+    assert json.loads(wire(first, False)) == {"type": "event", "id": "e"}
+    assert json.loads(wire(second, True))["body"] == {"secret": "s3"}
+
+
+async def test_pending_messages_are_taken_together_with_a_dropped_notice_first():
+    feed = Feed()
+    with feed.subscribe(capacity=3) as subscription:
+        for n in range(5):
+            feed.publish({"type": "event", "id": n})
+        assert subscription.receive_pending(2) == [{"type": "dropped", "count": 2}, {"type": "event", "id": 0}]
+        assert subscription.receive_pending(10) == [{"type": "event", "id": 1}, {"type": "event", "id": 2}]
+        assert subscription.receive_pending(10) == []
+
+
+async def test_bodies_are_attached_only_while_someone_reads_them_and_a_queue_holds_a_bounded_amount():
+    from postee.feed import BODY_BUDGET
+
+    feed = Feed()
+    watch = NodeWatch(feed, lambda: "n")
+    event = parse_event(b'{"image": "a"}')
+    with feed.subscribe() as plain:
+        watch.accepted(event)
+        assert "body" not in (await plain.receive())  # nobody asked: the queue holds no body
+        with feed.subscribe(bodies=True, capacity=10_000) as reader:
+            watch.accepted(event)
+            assert (await reader.receive())["body"] == {"image": "a"}
+            big = {"type": "event", "id": "big", "size": BODY_BUDGET // 3, "body": {"pad": "..."}}
+            for _ in range(5):
+                feed.publish(big)
+            assert reader.pending() == 3 and reader.dropped == 2  # the 4th would pass the budget
+            assert plain.body_chars <= BODY_BUDGET and plain.dropped > 0  # bodies it holds count too
+            await reader.receive()  # taken: room for one more
+            feed.publish(big)
+            assert reader.pending() == 3
+
+
+async def test_subscribers_and_drops_are_counted_for_metrics():
+    from postee.metrics import Metrics
+
+    metrics = Metrics()
+    feed = Feed(on_drop=metrics.feed_dropped.inc, on_subscribers=metrics.feed_subscribers.set)
+    with feed.subscribe(capacity=1), feed.subscribe():
+        assert "postee_feed_subscribers 2.0" in metrics.render().decode()
+        for n in range(4):
+            feed.publish({"type": "event", "id": n})
+    text = metrics.render().decode()
+    assert "postee_feed_subscribers 0.0" in text and "postee_feed_dropped_messages_total 3.0" in text
 
 
 async def test_a_full_subscriber_loses_the_newest_and_is_told_how_many():
@@ -61,6 +119,40 @@ async def test_nothing_is_built_when_nobody_listens():
         assert feed.wanted()
 
 
+def test_an_events_routes_are_said_once_every_route_decided_and_failures_apart():
+    feed = Feed()
+    watch = NodeWatch(feed, lambda: "node-a")
+    event, other = parse_event(b'{"image": "a"}'), parse_event(b'{"image": "b"}')
+    with feed.subscribe() as subscription:
+        watch.routed(event, 4)  # no decisions from the router (a tenant run): the routes' outcomes are tallied
+        watch.routed(other, 0)  # no route at all: said at once
+        watch.decided(event, RouteOutcome("r1", matched=True))
+        watch.decided(event, RouteOutcome("r2", matched=True, dropped="error: template failed"))  # its rule matched
+        watch.decided(event, RouteOutcome("r4", matched=False, dropped="error: divide by zero"))  # its rule failed
+        assert subscription.pending() == 1
+        watch.decided(event, RouteOutcome("r3", matched=False))
+        said = [dict(subscription._queue.popleft()) for _ in range(2)]
+    assert said == [
+        {"type": "event", "stage": "routed", "node": "node-a", "id": other.id, "source": "webhook", "routes": [],
+         "failed": []},
+        {"type": "event", "stage": "routed", "node": "node-a", "id": event.id, "source": "webhook",
+         "routes": ["r1", "r2"], "failed": ["r4"]},
+    ]
+    assert watch.routes_of(event.id) == {"routes": ["r1", "r2"], "failed": ["r4"]}  # for `/events?bodies=0`
+    assert len(watch.routes) == 0
+
+
+def test_nothing_is_tallied_without_watchers_and_the_tally_is_bounded():
+    watch = NodeWatch(Feed(), lambda: "n")
+    watch.routed(parse_event(b"{}"), 2)
+    assert len(watch.routes) == 0
+    routes = EventRoutes(limit=3)
+    for n in range(5):
+        routes.expect(f"e{n}", 2)  # routes stopped by a reload never decide: the oldest are forgotten
+    assert len(routes) == 3 and routes.decided("e0", "r", True, False) is None
+    assert routes.decided("e4", "r", True, False) is None and routes.decided("e4", "s", False, False) == (["r"], [])
+
+
 CONFIG = """
 routes:
   - name: both
@@ -96,8 +188,10 @@ async def test_the_controllers_feed_shows_every_event_and_execution_and_a_stuck_
             with trio.move_on_after(1):
                 while True:
                     seen.append(dict(await watcher.receive()))
-            accepted = [m for m in seen if m["type"] == "event"]
+            accepted = [m for m in seen if m["type"] == "event" and m["stage"] == "accepted"]
             assert [m["id"] for m in accepted] == [e.id for e in events]  # in order, each once
+            routed = [m for m in seen if m["type"] == "event" and m["stage"] == "routed"]
+            assert [(m["id"], m["routes"]) for m in routed] == [(e.id, ["both"]) for e in events]
             assert {m["source"] for m in accepted} == {"runner-1"} and {m["node"] for m in accepted} == {"controller"}
             executions = [m for m in seen if m["type"] == "execution"]
             assert sorted((m["node"], m["action"], m["event_id"]) for m in executions) == sorted(

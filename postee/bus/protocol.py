@@ -140,21 +140,36 @@ OUTPUT_EXCERPT = 2000
 """Characters of an action's output carried in an execution report."""
 
 
+def _number(_: Any, attribute: Any, value: Any) -> None:
+    """A JSON number (not a boolean, which Python counts as an int)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{attribute.name} must be a number, not {type(value).__name__}")
+
+
+def _count(_: Any, attribute: Any, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{attribute.name} must be an integer, not {type(value).__name__}")
+
+
+_text = attrs.validators.instance_of(str)
+
+
 @attrs.frozen
 class ExecutionReport:
-    """One action run on a runner, reported upstream."""
+    """One action run on a runner, reported upstream. It comes from the bus: every field is checked
+    (a report of the wrong shape is refused when read, never stored or shown)."""
 
-    runner: str
-    route: str
-    action: str
-    action_type: str
-    event_id: str
-    ok: bool
-    attempts: int
-    started_at: float
-    duration: float
-    error: str | None = None
-    output: str = ""
+    runner: str = attrs.field(validator=_text)
+    route: str = attrs.field(validator=_text)
+    action: str = attrs.field(validator=_text)
+    action_type: str = attrs.field(validator=_text)
+    event_id: str = attrs.field(validator=_text)
+    ok: bool = attrs.field(validator=attrs.validators.instance_of(bool))
+    attempts: int = attrs.field(validator=_count)
+    started_at: float = attrs.field(validator=_number)
+    duration: float = attrs.field(validator=_number)
+    error: str | None = attrs.field(default=None, validator=attrs.validators.optional(_text))
+    output: str = attrs.field(default="", validator=_text)
 
     def to_json(self) -> bytes:
         return json.dumps(attrs.asdict(self), ensure_ascii=False).encode()

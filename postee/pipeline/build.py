@@ -14,6 +14,7 @@ reload) the running pipeline stays in place.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -34,6 +35,7 @@ from postee.pipeline.ledger import Ledger
 from postee.pipeline.rendering import RenderCache
 from postee.pipeline.route_actor import RouteActor, RouteJob, RouteOutcome, RouteServices
 from postee.pipeline.router import DEFAULT_INTAKE_CAPACITY, Router
+from postee.pipeline.rulebook import RuleBook
 from postee.rego.engine import RegoError
 from postee.rego.library import TemplateLibrary
 from postee.rego.pool import RegoPool
@@ -44,6 +46,11 @@ from postee.store import Store
 from postee.supervision import DEFAULT_STOP_GRACE, node_supervisor
 
 log = structlog.get_logger("postee.pipeline")
+
+ENV_RULES_ONE_BY_ONE = "POSTEE_BENCH_RULES_ONE_BY_ONE"
+"""Set to 1, every route gets every event and evaluates its own rule (a worker call per route and event),
+instead of the router asking the rule book once per event: `bench/routes.py` compares the two. Not a
+mode to run in."""
 
 
 
@@ -115,6 +122,7 @@ async def build_pipeline(
     ledger: Ledger | None = None,
     action_factory: Callable[[ActionSpec], Action] = build_action,
     on_outcome: Callable[[Event, RouteOutcome], Any] | None = None,
+    on_routed: Callable[[Event, int, Any], Any] | None = None,
     replacing: Pipeline | None = None,
 ) -> Pipeline:
     """Validate and assemble the pipeline for `config`; raises PipelineError listing every problem.
@@ -122,8 +130,10 @@ async def build_pipeline(
     `wall_clock` gives the epoch times the store keeps and executions report (the runtime's; tests pass their own).
     `ledger` records the progress of accepted events (the node's; None: a bare pipeline records nothing).
     `action_factory` makes each local action from its spec (`build_action`; a simulation records instead);
-    `on_outcome(event, outcome)` hears what each route decided for each event. `replacing`: the pipeline a
-    reload replaces; a serialized route of the new one waits for the old one's to drain (order is kept).
+    `on_outcome(event, outcome)` hears what each route decided for each event, and `on_routed(event, n,
+    decisions)` how many routes it concerns and what their rules decided (`Router`), before any route
+    has it. `replacing`: the pipeline a reload replaces; a serialized route of the new one waits for the
+    old one's to drain (order is kept).
     """
     problems: list[str] = []
     warnings: list[str] = []
@@ -200,7 +210,9 @@ async def build_pipeline(
             after=_drained_event(replacing, route.name) if route.serialize_actions else None,
             **({"capacity": mailbox_capacity} if mailbox_capacity else {}),
         )
-    router = Router(list(route_actors.values()), capacity=intake_capacity, ledger=ledger)
+    rulebook = None if os.environ.get(ENV_RULES_ONE_BY_ONE) == "1" else RuleBook(pool, rules)
+    router = Router(list(route_actors.values()), capacity=intake_capacity, ledger=ledger, on_routed=on_routed,
+                    rulebook=rulebook)
 
     actions_sup = node_supervisor("actions", metrics, stop_grace=stop_grace)
     for actor in action_actors.values():

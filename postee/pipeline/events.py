@@ -26,7 +26,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -262,10 +262,24 @@ class RecentEvents:
     def __len__(self) -> int:
         return len(self._events)
 
-    def to_json(self) -> str:
-        parts = [
-            f'{{"id": {json.dumps(event_id)}, "received_at": {received_at!r}, "source": {json.dumps(source)}, '
-            f'"event": {text}}}'
-            for event_id, received_at, source, text, _ in list(self._events)
-        ]
+    def to_json(self, *, bodies: bool = True, limit: int | None = None,
+                extra: Callable[[str], Mapping[str, Any] | None] | None = None) -> str:
+        """The kept events, oldest first: the last `limit` of them; without `bodies`, each event's
+        size (characters of its JSON text) instead of the event itself, and the fields `extra(id)`
+        gives (what the dashboard lists)."""
+        kept = list(self._events)
+        if limit is not None:
+            kept = kept[-limit:] if limit > 0 else []
+        if bodies:
+            parts = [
+                f'{{"id": {json.dumps(event_id)}, "received_at": {received_at!r}, "source": {json.dumps(source)}, '
+                f'"event": {text}}}'
+                for event_id, received_at, source, text, _ in kept
+            ]
+        else:
+            parts = [
+                json.dumps({"id": event_id, "received_at": received_at, "source": source, "size": len(text),
+                            **((extra(event_id) or {}) if extra is not None else {})})
+                for event_id, received_at, source, text, _ in kept
+            ]
         return "[" + ", ".join(parts) + "]"

@@ -38,6 +38,7 @@ from postee.pipeline.action_actor import ActionActor, ActionJob
 from postee.pipeline.events import Event
 from postee.pipeline.ledger import Ledger
 from postee.pipeline.rendering import RenderCache
+from postee.pipeline.rulebook import Decision
 from postee.rego.engine import RegoError
 from postee.rego.library import TemplateLibrary
 from postee.rego.pool import RegoPool
@@ -71,6 +72,8 @@ class RouteJob:
 
     event: Event
     done: Reply[RouteOutcome] | None = None
+    rule: Decision | None = None
+    """The route's rule on the event, as the router's rule book decided it (None: the route asks)."""
 
 
 @attrs.frozen
@@ -143,6 +146,8 @@ class RouteActor(Actor[RouteJob]):
         self.window = window
         self.matched = 0
         self.processed = 0
+        self.skipped = 0
+        """Events the router decided this route's rule does not match (they skip its stages)."""
         self.lane: Lane[tuple[RouteJob, _Prepared]] | None = None
         """The finishing stage (see `run`), made anew at every (re)start."""
 
@@ -166,15 +171,20 @@ class RouteActor(Actor[RouteJob]):
                 task_status.started(self.address)
                 async for job in self.mailbox:
                     prepared = _Prepared()
-                    stages.start_soon(self._prepare_into, job.event, prepared)
+                    stages.start_soon(self._prepare_into, job.event, job.rule, prepared)
                     await lane.address.send((job, prepared))
                 lane.begin_stop()  # the lane finishes what it holds, then its run returns
             timers.cancel_scope.cancel()
+        if self.after is not None:
+            # Never given an event (two reloads in a row): what the replaced route still runs is what
+            # "drained" must cover, or the route replacing this one would not wait for it.
+            await self.after.wait()
+            self.after = None
         self.drained.set()
 
-    async def _prepare_into(self, event: Event, prepared: _Prepared) -> None:
+    async def _prepare_into(self, event: Event, decision: Decision | None, prepared: _Prepared) -> None:
         try:
-            prepared.outcome, prepared.content = await self.prepare(event)
+            prepared.outcome, prepared.content = await self.prepare(event, decision)
         except Exception as exc:  # a bug: reported for this event, the route goes on
             prepared.outcome = self._failed("internal", event, exc)
         finally:
@@ -206,6 +216,14 @@ class RouteActor(Actor[RouteJob]):
             job.done.send(outcome)
 
     # -- the steps -----------------------------------------------------------------------------
+    def skip(self, event: Event) -> None:
+        """The router decided the event does not concern this route: count it and tell who listens,
+        without the event going through the route's stages."""
+        self.processed += 1
+        self.skipped += 1
+        if self.services.on_outcome is not None:
+            self.services.on_outcome(event, RouteOutcome(self.route.name, matched=False))
+
     async def process(self, event: Event, *, wait: bool = False) -> RouteOutcome:
         """Both steps for one event (what the route does, without the window)."""
         outcome, content = await self.prepare(event)
@@ -214,12 +232,19 @@ class RouteActor(Actor[RouteJob]):
         assert content is not None
         return await self.finish(event, content, wait=wait)
 
-    async def prepare(self, event: Event) -> tuple[RouteOutcome | None, Content | None]:
-        """Rule and render: an outcome when the route stops here, else the content to finish with."""
+    async def prepare(self, event: Event,
+                      decision: Decision | None = None) -> tuple[RouteOutcome | None, Content | None]:
+        """Rule and render: an outcome when the route stops here, else the content to finish with.
+        `decision`: the route's rule on the event, decided by the router (None: evaluated here)."""
         services, name = self.services, self.route.name
         self.processed += 1
         try:
-            matched = await self.rule.matches(services.pool, event.body, event.text)
+            if decision is None:  # not decided by the router (a tenant run, or no rule book)
+                matched = await self.rule.matches(services.pool, event.body, event.text)
+            elif isinstance(decision, RegoError):
+                raise decision
+            else:
+                matched = decision
         except RegoError as exc:
             return self._failed("rule", event, exc), None
         if not matched:

@@ -139,6 +139,12 @@ def _evaluate_spec(backend_name: str, spec: QuerySpec, input_json: str) -> Any:
     return _compiled(backend_name, spec).evaluate(input_json)
 
 
+def _evaluate_specs(backend_name: str, specs: tuple[QuerySpec, ...], input_json: str) -> list[tuple[bool, Any]]:
+    """Each spec on the same input, in one worker call: each outcome apart (`call_in_worker`'s form),
+    so that one failing query fails alone."""
+    return [call_in_worker(_evaluate_spec, backend_name, spec, input_json) for spec in specs]
+
+
 def call_in_worker(fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
     """Run `fn(*args)` in a worker and describe the outcome as plain data.
 
@@ -188,6 +194,25 @@ class RegoPool:
         """
         self.stats.evaluations += 1
         return await self.run(_evaluate_spec, self.backend_name, spec, input_json)
+
+    async def evaluate_many(self, specs: tuple[QuerySpec, ...], input_json: str) -> list[Any]:
+        """Each query's value on `input_json`, in one call to one worker (the input crosses once); each
+        query's own error (`RegoCompileError` or `RegoEvalError`) in its place, as an exception object.
+
+        Raises `RegoEvalError` when the call as a whole failed (a crash or timeout): the caller may
+        then evaluate the queries one by one, to find the one at fault.
+        """
+        self.stats.evaluations += len(specs)
+        outcomes = await self.run(_evaluate_specs, self.backend_name, specs, input_json)
+        results: list[Any] = []
+        for ok, value in outcomes:
+            if ok:
+                results.append(value)
+            else:
+                self.stats.errors += 1
+                error_class, error_args = value
+                results.append(error_class(*error_args))
+        return results
 
     async def compile(self, spec: QuerySpec) -> None:
         """Compile `spec` in a worker to check it at load time; raises `RegoCompileError`."""

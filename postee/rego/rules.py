@@ -101,6 +101,15 @@ class RouteRule:
             raise self._located(exc) from None
         return value is True
 
+    def decide(self, outcome: Any) -> bool:
+        """What `matches` returns for an evaluation's outcome (its value, or the error it raised, which
+        is raised here as `matches` would): for a rule evaluated with others (`RegoPool.evaluate_many`)."""
+        if isinstance(outcome, RegoCompileError):
+            raise self._located(outcome)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome is True
+
     def _located(self, exc: RegoCompileError) -> RegoCompileError:
         """Name the route, and map a line in the wrapped inline rule back to the user's `input:`."""
         if self.inline_name is not None and exc.file in (self.inline_name, None):

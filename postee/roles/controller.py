@@ -59,10 +59,11 @@ from postee.config.loader import read_yaml
 from postee.config.runner_slice import SliceIndex, config_version, slice_yaml
 from postee.pipeline.events import InvalidEvent, parse_event_off_loop
 from postee.roles.linked import run_linked
-from postee.roles.node import Node, NodeOptions, execution_message
+from postee.roles.node import Node, NodeOptions
 from postee.roles.parts import DAEMON_PARTS, NodeParts
 from postee.roles.runners import MAX_RUNNERS, RunnerRegistry
 from postee.roles.upstream import HEARTBEAT_INTERVAL
+from postee.roles.watch import execution_message, merged_executions_json
 from postee.runtime import offload, use_runtime, wall_clock
 from postee.supervision import node_supervisor
 
@@ -215,9 +216,9 @@ class Controller:
                 self.options.node, is_local=controller_local, load=self._load, on_reloaded=self._reloaded,
                 parts=self.parts,
             )
-            node.name = "controller"
+            node.name = node.role = "controller"
             node.extra_endpoints["/runners"] = self.registry.runners_json
-            node.extra_endpoints["/executions"] = self.registry.executions_json
+            node.extra_endpoints["/executions"] = self.executions_json
             self.bus = self._bus_supervisor(node)
             await run_linked(node, self.bus, self.transport, readiness="bus",
                              started=lambda: task_status.started(self))
@@ -236,6 +237,12 @@ class Controller:
             bus.add(functools.partial(self._serve, LEGACY_SUBJECTS[kind], handler, queue), name=f"postee-{name}")
         bus.add(functools.partial(self._publish_runner_states, node), name="runner-states")
         return bus
+
+    def executions_json(self) -> str:
+        """`GET /executions`: the runners' reported action runs and the controller's own, oldest first;
+        each says where it ran (`node`; a runner's also keep `runner`)."""
+        reported = [{**report.as_dict(), "node": report.runner} for report in self.registry.recent_executions()]
+        return merged_executions_json(reported, self.node.watch.execution_entries() if self.node else [])
 
     def request_stop(self) -> None:
         if self.node is not None:

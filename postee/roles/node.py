@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import math
 import os
 import signal
@@ -49,6 +50,7 @@ from postee.pipeline.router import DEFAULT_INTAKE_CAPACITY
 from postee.rego.library import TemplateLibrary
 from postee.rego.pool import RegoPool, open_rego_pool
 from postee.roles.parts import DAEMON_PARTS, NodeParts
+from postee.roles.watch import NodeWatch
 from postee.runtime import offload, use_runtime, wall_clock
 from postee.store import OutboxMessage, SqliteStore, StoreError
 from postee.store.connection import MEMORY
@@ -60,6 +62,7 @@ from postee.web.app import (
     DEFAULT_MAX_BODY,
     DEFAULT_TENANT_CONCURRENCY,
     DEFAULT_TENANT_TIMEOUT,
+    FEED_SEND_TIMEOUT,
     PosteeApp,
     RouteTimedOut,
     RouteUnavailable,
@@ -105,6 +108,9 @@ class NodeOptions:
     """Memory the events behind `GET /events` may take together (the oldest go first)."""
     tenant_timeout: float = DEFAULT_TENANT_TIMEOUT
     tenant_concurrency: int = DEFAULT_TENANT_CONCURRENCY
+    stuck_client_timeout: float = FEED_SEND_TIMEOUT
+    """Seconds a client may leave what the node sends it (a `/feed` message, an answer) untaken before
+    its connection is cut (`postee.web.server`: the kernel's TCP user timeout)."""
 
     @property
     def durable(self) -> bool:
@@ -138,9 +144,12 @@ class Node:
         self.parts = parts
         self.name = "standalone"
         """How the node names itself in what it publishes (its role sets it: `controller`, the runner's name)."""
-        self.feed = Feed()
-        """What happens here, for live watchers (`postee.feed`; the `/feed` endpoint of issue #14)."""
+        self.role = "standalone"
         self.metrics = Metrics()
+        self.feed = Feed(on_drop=self.metrics.feed_dropped.inc, on_subscribers=self.metrics.feed_subscribers.set)
+        """What happens here, for live watchers (`postee.feed`: the `/feed` endpoint, the `/ui` dashboard)."""
+        self.watch = NodeWatch(self.feed, lambda: self.name)
+        """The feed's messages and the recent executions (`postee.roles.watch`)."""
         self.recent = RecentEvents(max_bytes=options.recent_events_bytes)
         self.is_local = is_local
         self._load = load or self._load_file
@@ -162,7 +171,11 @@ class Node:
         self.urls: list[str] = []
         self.tls_urls: list[str] = []
         self.readiness_checks: dict[str, Callable[[], bool]] = {}
-        self.extra_endpoints: dict[str, Callable[[], str]] = {}
+        self.extra_endpoints: dict[str, Callable[[], str]] = {
+            "/executions": self.watch.executions_json,
+            "/node": self.node_json,
+        }
+        """Role-specific GET endpoints behind the API key (a controller adds `/runners`)."""
         self._api_key = ""
         self._nursery: trio.Nursery | None = None
         self._stop_requested = trio.Event()
@@ -241,24 +254,27 @@ class Node:
             self.metrics.ready.set(0)
             return
         app = PosteeApp(self, max_body=opts.max_body, tenant_timeout=opts.tenant_timeout,
-                        tenant_concurrency=opts.tenant_concurrency, open_events=opts.events_open)
+                        tenant_concurrency=opts.tenant_concurrency, open_events=opts.events_open,
+                        feed_send_timeout=opts.stuck_client_timeout)
         if opts.events_open:
             log.warning("GET /events is open (--open-events / POSTEE_OPEN_EVENTS): whoever may send events "
                         "may read every recent event")
         web_stop = trio.Event()
         async with trio.open_nursery() as web:
-            self.urls = await web.start(_serve, app, opts.http_bind, None, None, web_stop)
+            serve = functools.partial(_serve, stuck_client_timeout=opts.stuck_client_timeout)
+            self.urls = await web.start(serve, app, opts.http_bind, None, None, web_stop)
             if opts.https_bind:
                 certfile, keyfile = opts.certfile, opts.keyfile
                 if not (certfile and keyfile):
                     certfile, keyfile = await trio.to_thread.run_sync(ensure_self_signed, opts.db_path)
-                self.tls_urls = await web.start(_serve, app, opts.https_bind, certfile, keyfile, web_stop)
+                self.tls_urls = await web.start(serve, app, opts.https_bind, certfile, keyfile, web_stop)
             self.metrics.ready.set(1)
             log.info("ready", http=self.urls, https=self.tls_urls)
             self.started.set()
             task_status.started(self)
             await self._stop_requested.wait()
             self.metrics.ready.set(0)
+            self.feed.close()  # `/feed` clients are told the node stops: their connections end now
             web_stop.set()
 
     def request_stop(self) -> None:
@@ -296,7 +312,8 @@ class Node:
             ledger=self.ledger,
             wall_clock=wall_clock,
             action_factory=self.parts.actions or build_action,
-            on_outcome=self.parts.observer.outcome if self.parts.observer is not None else None,
+            on_outcome=self._decided,
+            on_routed=self.watch.routed,
             intake_capacity=self.options.intake_capacity,
             mailbox_capacity=self.options.mailbox_capacity,
             stop_grace=self.options.stop_grace,
@@ -307,9 +324,24 @@ class Node:
         """An action ended: the observer hears it, then the role's `on_execution` (a runner reports it)."""
         if self.parts.observer is not None:
             self.parts.observer.execution(execution)
-        if self.feed.wanted():
-            self.feed.publish(execution_message(self.name, execution))
+        self.watch.executed(execution)
         return self.on_execution(execution) if self.on_execution is not None else None
+
+    def _decided(self, event: Event, outcome: RouteOutcome) -> None:
+        """A route decided for an event: the observer hears it, and the feed once every route did."""
+        if self.parts.observer is not None:
+            self.parts.observer.outcome(event, outcome)
+        self.watch.decided(event, outcome)
+
+    def node_json(self) -> str:
+        """`GET /node`: who this node is, for the dashboard and scripts."""
+        config = self.config
+        return json.dumps({
+            "name": self.name, "role": self.role,
+            "routes": self.route_names(),
+            "actions": sorted(a.name for a in config.actions) if config is not None else [],
+            "urls": self.urls + self.tls_urls,
+        })
 
     async def reload(self) -> tuple[bool, str]:
         """Load the config again; swap pipelines only when the new one is valid."""
@@ -395,6 +427,7 @@ class Node:
         if pipeline is None or ledger is None or self._stop_requested.is_set():
             return False
         if not ledger.durable:
+            self.watch.accepted(event)  # before the router has it: its `routed` message comes after
             if not pipeline.submit(event):
                 return False
             await self._report_now(event)
@@ -412,6 +445,7 @@ class Node:
                 return False
             if not new:  # its (random) id is recorded already: it is accepted and queued once
                 return True
+            self.watch.accepted(event)
             await self._enqueue(event)
         finally:
             self._accepting -= 1
@@ -430,6 +464,7 @@ class Node:
         if not self.ledger.durable:
             if processed_key is not None and not await self.store.mark_processed(processed_key):
                 return False
+            self.watch.accepted(event)
             try:
                 await self.pipeline.router.address.send(event)
             except MailboxClosed:
@@ -440,6 +475,7 @@ class Node:
             return True
         if not await self.ledger.accept(event, self._report_of(event), processed_key):
             return False
+        self.watch.accepted(event)
         await self._enqueue(event)
         await self._recorded(event)
         return True
@@ -503,10 +539,6 @@ class Node:
         self.recent.add(event)
         if self.parts.observer is not None:
             self.parts.observer.accepted(event)
-        if self.feed.wanted():
-            self.feed.publish({"type": "event", "node": self.name, "id": event.id, "received_at": event.received_at,
-                               "source": event.source, "size": len(event.text), "route": event.route,
-                               "body": event.body})  # sent only to a client that asks (`/feed?bodies=1`)
         # `webhook` or `runner`: a runner's name may come from whoever reaches the bus, and a metrics label
         # must not be chosen by outside input (per-runner counts are `postee_runner_events`, verified names)
         self.metrics.events_received.labels("webhook" if event.source == "webhook" else "runner").inc()
@@ -530,6 +562,8 @@ class Node:
             raise RouteUnavailable(f"the route {route!r} was just reloaded away")
         event = attrs.evolve(event, route=route)
         self._count(event)
+        self.watch.accepted(event)
+        self.watch.routed(event, 1)  # its one route decides (not through the router)
         await self._report_now(event)
         try:
             outcome = await pipeline.run_route(route, event, timeout=timeout)
@@ -539,8 +573,8 @@ class Node:
             raise RouteUnavailable("the node is stopping or reloading") from None
         return tenant_answer(outcome, detailed=detailed)
 
-    def recent_events_json(self) -> str:
-        return self.recent.to_json()
+    def recent_events_json(self, *, bodies: bool = True, limit: int | None = None) -> str:
+        return self.recent.to_json(bodies=bodies, limit=limit, extra=None if bodies else self.watch.routes_of)
 
     def api_key(self) -> str:
         return self._api_key
@@ -566,13 +600,6 @@ class Node:
         return handler() if handler else None
 
 
-def execution_message(node: str, execution: Execution | Any) -> dict[str, Any]:
-    """The feed's message for an action run on `node` (an `Execution`, or a runner's `ExecutionReport`)."""
-    return {"type": "execution", "node": node, "route": execution.route, "action": execution.action,
-            "event_id": execution.event_id, "status": "ok" if execution.ok else "failed",
-            "attempts": execution.attempts, "duration": execution.duration, "error": execution.error}
-
-
 def tenant_answer(outcome: RouteOutcome, *, detailed: bool) -> dict[str, Any]:
     """The JSON of a `/tenant` run: in full (with each action's output) for the API key, else only
     whether the route matched, why it dropped the event, and whether each action succeeded."""
@@ -593,5 +620,7 @@ def tenant_answer(outcome: RouteOutcome, *, detailed: bool) -> dict[str, Any]:
 
 
 async def _serve(app: PosteeApp, bind: str, certfile: str | None, keyfile: str | None, stop: trio.Event, *,
+                 stuck_client_timeout: float,
                  task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-    await serve_app(app, bind, certfile=certfile, keyfile=keyfile, shutdown=stop, task_status=task_status)
+    await serve_app(app, bind, certfile=certfile, keyfile=keyfile, shutdown=stop,
+                    stuck_client_timeout=stuck_client_timeout, task_status=task_status)

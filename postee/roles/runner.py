@@ -153,6 +153,7 @@ class Runner:
                 parts=self.parts,
             )
             node.name = self.name
+            node.role = "runner"
             self.link = self._link_supervisor(node)
             await run_linked(node, self.link, self.transport, readiness="controller_link",
                              started=lambda: task_status.started(self))

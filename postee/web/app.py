@@ -12,7 +12,9 @@ lets intake enforce its limits (body size, a full queue) before reading more tha
 | GET `/readyz` | - | 200/503 readiness; the checks behind it only for the API key |
 | GET `/metrics` | - | Prometheus text format |
 | GET `/events` | API key (`--open-events`: as the webhook) | the last events as a JSON array |
-| GET `/runners`, `/executions`, ... | API key | role-specific reads (`Daemon.extra_get`) |
+| | | (`?limit=N`: the last N; `?bodies=0`: each event's size instead of the event) |
+| GET `/executions`, `/node`, `/runners` | API key | the last action runs; who this node is; a controller's runners |
+| GET `/ui` | - (the page asks for the API key) | the dashboard (`postee.web.dashboard`) |
 | GET `/reload` | API key, or `?key=K` (Postee) | reload the config |
 | WebSocket `/feed` | API key, or `?key=K` | the live feed (`postee.web.feed_socket`); other upgrade paths: 404 |
 
@@ -48,7 +50,9 @@ from postee.feed import Feed
 from postee.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from postee.metrics import Metrics
 from postee.pipeline.events import Event, InvalidEvent, parse_event_off_loop
-from postee.web.feed_socket import refuse_websocket, serve_feed
+from postee.web.dashboard import dashboard_page
+from postee.web.feed_socket import SEND_TIMEOUT as FEED_SEND_TIMEOUT
+from postee.web.feed_socket import query_params, refuse_websocket, serve_feed
 
 log = structlog.get_logger("postee.web")
 
@@ -96,7 +100,7 @@ class Daemon(Protocol):
         when `detailed`. Raises `RouteTimedOut` or `RouteUnavailable`."""
         ...
 
-    def recent_events_json(self) -> str: ...
+    def recent_events_json(self, *, bodies: bool = True, limit: int | None = None) -> str: ...
 
     async def reload(self) -> tuple[bool, str]: ...
 
@@ -130,13 +134,16 @@ class PosteeApp:
         tenant_timeout: float = DEFAULT_TENANT_TIMEOUT,
         tenant_concurrency: int = DEFAULT_TENANT_CONCURRENCY,
         open_events: bool = False,
+        feed_send_timeout: float = FEED_SEND_TIMEOUT,
     ) -> None:
-        """`open_events`: `GET /events` is as open as the webhook (Postee's behaviour), not behind the API key."""
+        """`open_events`: `GET /events` is as open as the webhook (Postee's behaviour), not behind the API key.
+        `feed_send_timeout`: seconds a `/feed` client may take over one message before it is disconnected."""
         self.daemon = daemon
         self.max_body = max_body
         self.tenant_timeout = tenant_timeout
         self.tenant_concurrency = tenant_concurrency
         self.open_events = open_events
+        self.feed_send_timeout = feed_send_timeout
         self._tenant_running = 0
         self._warned_query_key = False
 
@@ -290,7 +297,14 @@ class PosteeApp:
                 await _respond(send, 401, UNAUTHORIZED if self.open_events else NEEDS_API_KEY,
                                {"www-authenticate": "Bearer"})
                 return
-            await _respond(send, 200, daemon.recent_events_json().encode(), {"content-type": "application/json"})
+            query = query_params(scope)
+            limit = query.get("limit", "")
+            recent = daemon.recent_events_json(bodies=query.get("bodies") not in ("0", "false", "no"),
+                                               limit=int(limit) if limit.isdecimal() and len(limit) <= 7 else None)
+            await _respond(send, 200, recent.encode(), {"content-type": "application/json"})
+        elif path in ("/ui", "/ui/"):
+            page = dashboard_page()
+            await _respond(send, 200, page.body, page.headers)
         elif path == "/reload":
             await self._reload(scope, send)
         elif path in daemon.extra_paths():
@@ -328,12 +342,12 @@ class PosteeApp:
         if scope.get("path") != "/feed":
             await refuse_websocket(scope, send, 404, b"not found\n")
             return
-        query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        if not (self._is_admin(scope) or _same_secret((query.get("key") or [""])[-1].encode(), self.daemon.api_key())):
+        key = query_params(scope).get("key", "")
+        if not (self._is_admin(scope) or _same_secret(key.encode(), self.daemon.api_key())):
             await refuse_websocket(scope, send, 401, NEEDS_API_KEY)
             return
         try:
-            await serve_feed(scope, receive, send, self.daemon.feed)
+            await serve_feed(scope, receive, send, self.daemon.feed, send_timeout=self.feed_send_timeout)
         except Exception:  # a client gone mid-send, a bug: that client's connection ends, nothing else
             log.exception("feed connection failed")
 
@@ -382,6 +396,7 @@ __all__ = [
     "DEFAULT_MAX_BODY",
     "DEFAULT_TENANT_CONCURRENCY",
     "DEFAULT_TENANT_TIMEOUT",
+    "FEED_SEND_TIMEOUT",
     "Daemon",
     "PosteeApp",
     "RouteTimedOut",

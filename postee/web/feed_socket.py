@@ -1,24 +1,28 @@
 """`GET /feed` as a WebSocket: the node's live feed (`postee.feed`), one JSON text message per happening.
 
-Messages: `{"type": "event", ...}` (an accepted event: id, received_at, source, size; its `body` only
-with `?bodies=1`, since events may hold sensitive data), `{"type": "execution", ...}` (node, route,
+Messages (`postee.roles.watch` builds them): `{"type": "event", "stage": "accepted", ...}` (an accepted
+event: id, received_at, source, size; its `body` only with `?bodies=1`, since events may hold sensitive
+data), `{"type": "event", "stage": "routed", ...}` (the routes it matched, once every route decided),
+`{"type": "execution", ...}` (node, route,
 action, event id, status, attempts, duration, error), `{"type": "runner", ...}` (a runner's state or
 configuration changed) and `{"type": "dropped", "count": N}` (this client fell behind and lost N).
 
 A client may filter with query parameters, applied before its queue: `types=event,execution`,
-`route=R`, `runner=X` (the node or source), `status=ok|failed`.
+`route=R` (an event's `routed` message when it matched R), `runner=X` (the node or source),
+`status=ok|failed`.
 
 Authentication: the API key, as `Authorization: Bearer <key>` or `?key=<key>` (browsers cannot set
 headers on a WebSocket); without it the upgrade is refused with 401. A WebSocket upgrade on any other
 path is refused with 404.
 
 Back-pressure never reaches the pipeline: each client has its own bounded queue in the feed, and a
-send that the client does not take within `SEND_TIMEOUT` closes its connection (1008, "too slow").
+client that takes nothing for `SEND_TIMEOUT` is disconnected. Under hypercorn that is the listener's TCP
+user timeout (`postee.web.server`): hypercorn shields its socket writes from cancellation, so the
+`send_timeout` here only bounds what an ASGI server lets the application cut short.
 """
 
 from __future__ import annotations
 
-import json
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -26,24 +30,27 @@ from typing import Any
 import structlog
 import trio
 
-from postee.feed import Feed
+from postee.feed import Feed, wire
 
 log = structlog.get_logger("postee.web")
 
-__all__ = ["SEND_TIMEOUT", "feed_filter", "refuse_websocket", "serve_feed"]
+__all__ = ["SEND_TIMEOUT", "feed_filter", "query_params", "refuse_websocket", "serve_feed"]
 
 SEND_TIMEOUT = 30.0
 """Seconds a client may take to accept one message before it is disconnected as too slow."""
 FEED_CAPACITY = 1024
 """Messages one client may have waiting in the feed before it loses the newest (announced as `dropped`)."""
 TYPES = frozenset({"event", "execution", "runner"})
+BURST = 256
+"""Messages written together at most (each still its own WebSocket message)."""
 
 Scope = Mapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-def _query(scope: Scope) -> dict[str, str]:
+def query_params(scope: Scope) -> dict[str, str]:
+    """The query string's parameters (the last value of each)."""
     parsed = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
     return {name: values[-1] for name, values in parsed.items()}
 
@@ -59,7 +66,8 @@ def feed_filter(query: Mapping[str, str]) -> Callable[[Mapping[str, Any]], bool]
         kind = message.get("type")
         if types and kind not in types:
             return False
-        if route and kind in ("event", "execution") and message.get("route") != route:
+        if route and kind in ("event", "execution") and message.get("route") != route \
+                and route not in (message.get("routes") or ()):
             return False
         if runner and runner not in (message.get("node"), message.get("source"), message.get("name")):
             return False
@@ -79,26 +87,30 @@ async def refuse_websocket(scope: Scope, send: Send, status: int, body: bytes) -
         await send({"type": "websocket.close", "code": 1008})
 
 
-def _wire(message: Mapping[str, Any], bodies: bool) -> str:
-    if not bodies and "body" in message:
-        message = {k: v for k, v in message.items() if k != "body"}
-    return json.dumps(message, ensure_ascii=False, default=str)
-
-
-async def serve_feed(scope: Scope, receive: Receive, send: Send, feed: Feed) -> None:
-    """Accept the upgrade and stream the feed until the client leaves, is too slow, or the node stops."""
+async def serve_feed(scope: Scope, receive: Receive, send: Send, feed: Feed, *,
+                     send_timeout: float = SEND_TIMEOUT) -> None:
+    """Accept the upgrade and stream the feed until the client leaves, is too slow (one message not
+    taken within `send_timeout`), or the node stops."""
     first = await receive()
     if first.get("type") != "websocket.connect":
         return
-    query = _query(scope)
+    query = query_params(scope)
     bodies = query.get("bodies") in ("1", "true", "yes")
-    with feed.subscribe(capacity=FEED_CAPACITY, accept=feed_filter(query)) as subscription:
+    send_many = "postee.websocket.send_many" in scope.get("extensions", {})
+    with feed.subscribe(capacity=FEED_CAPACITY, accept=feed_filter(query), bodies=bodies) as subscription:
         await send({"type": "websocket.accept"})
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_until_client_leaves, receive, nursery.cancel_scope)
-            async for message in subscription:
-                with trio.move_on_after(SEND_TIMEOUT) as waited:
-                    await send({"type": "websocket.send", "text": _wire(message, bodies)})
+            async for first in subscription:
+                # what else is waiting goes out with it: one wake-up (and, where the server can, one
+                # write) for a burst, instead of one per message
+                texts = [wire(message, bodies) for message in (first, *subscription.receive_pending(BURST - 1))]
+                with trio.move_on_after(send_timeout) as waited:
+                    if send_many:
+                        await send({"type": "websocket.send_many", "texts": texts})
+                    else:
+                        for text in texts:
+                            await send({"type": "websocket.send", "text": text})
                 if waited.cancelled_caught:
                     log.warning("feed client too slow: disconnected", client=scope.get("client"))
                     with trio.move_on_after(1):

@@ -8,6 +8,7 @@ so a caller that asked for port 0 learns the port.
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 import trio
@@ -15,6 +16,7 @@ from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve
 
 DEFAULT_GRACEFUL_TIMEOUT = 10.0
+DEFAULT_STUCK_CLIENT_TIMEOUT = 30.0
 
 
 def normalize_bind(address: str) -> str:
@@ -31,8 +33,31 @@ def normalize_bind(address: str) -> str:
     return address
 
 
-def _hypercorn_config(bind: str, certfile: str | None, keyfile: str | None, graceful_timeout: float) -> HyperConfig:
-    config = HyperConfig()
+class _Config(HyperConfig):
+    """Hypercorn's config, whose listening sockets carry a TCP user timeout (their connections inherit it).
+
+    Hypercorn writes each response and WebSocket message with a shielded `send_all`: the application
+    cannot cut it short. A client that stops reading (a `/feed` client with its window closed, a
+    webhook client that never takes its answer) would hold that send, its connection and a graceful
+    stop for ever. With `TCP_USER_TIMEOUT` the kernel aborts a connection whose data stays unsent or
+    unacknowledged that long, the send fails, and hypercorn closes the connection.
+    """
+
+    user_timeout: float | None = None
+
+    def create_sockets(self) -> Any:
+        sockets = super().create_sockets()
+        if self.user_timeout and hasattr(socket, "TCP_USER_TIMEOUT"):
+            for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+                if sock.family in (socket.AF_INET, socket.AF_INET6):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.user_timeout * 1000))
+        return sockets
+
+
+def _hypercorn_config(bind: str, certfile: str | None, keyfile: str | None, graceful_timeout: float,
+                      user_timeout: float | None = None) -> HyperConfig:
+    config = _Config()
+    config.user_timeout = user_timeout
     config.bind = [normalize_bind(bind)]
     if certfile and keyfile:
         config.certfile = certfile
@@ -52,8 +77,12 @@ async def serve_app(
     keyfile: str | None = None,
     shutdown: trio.Event,
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
+    stuck_client_timeout: float | None = DEFAULT_STUCK_CLIENT_TIMEOUT,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `app` on `bind` until `shutdown` is set, then finish in-flight requests and return."""
-    config = _hypercorn_config(bind, certfile, keyfile, graceful_timeout)
+    """Serve `app` on `bind` until `shutdown` is set, then finish in-flight requests and return.
+
+    `stuck_client_timeout`: seconds a connection's data may wait for a client that takes nothing
+    before the connection is aborted (see `_Config`)."""
+    config = _hypercorn_config(bind, certfile, keyfile, graceful_timeout, stuck_client_timeout)
     await serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status, mode="asgi")

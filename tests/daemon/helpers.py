@@ -81,9 +81,10 @@ async def wait_until_ready(process: subprocess.Popen, client: httpx.AsyncClient,
 def pipeline_settled(node: Node, events: int) -> bool:
     """True once at least `events` events were accepted and the pipeline finished all of them.
 
-    Finished means: the router handed every accepted event to every route, every route's finishing
-    lane handled each of them (so every delivery it will ever make for them is made), and every
-    action completed every job it was given. Tests wait for this positive signal before asserting
+    Finished means: the router handed every accepted event to every route (or decided that the route's
+    rule does not match it: skipped), every route's finishing lane handled each of the others (so
+    every delivery it will ever make for them is made), and every action completed every job it was
+    given. Tests wait for this positive signal before asserting
     that nothing more happened: after it nothing is queued or in flight anywhere in the pipeline,
     and an extra delivery has already shown up instead of arriving after the assertion.
     """
@@ -94,7 +95,8 @@ def pipeline_settled(node: Node, events: int) -> bool:
     return (
         accepted >= events
         and pipeline.router.routed == accepted
-        and all(route.lane is not None and route.lane.handled == accepted for route in pipeline.routes.values())
+        and all(route.lane is not None and route.lane.handled + route.skipped == accepted
+                for route in pipeline.routes.values())
         and all(action.sent_ok + action.sent_failed == action.mailbox.stats().sent
                 for action in pipeline.actions.values())
     )

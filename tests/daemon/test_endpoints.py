@@ -64,7 +64,9 @@ async def test_full_intake_answers_503_with_retry_after(tmp_path):
         cfg = webhook_route(f"{sink.url}/hook", route="slow", serialize=True)
         async with running_node(tmp_path, cfg, intake_capacity=1, mailbox_capacity=1, stop_grace=0.5) as (node, client):
             statuses = []
-            for i in range(12):
+            # every stage holds a few (the router decides up to 4 events ahead, the route prepares 4):
+            # 30 one-second events are more than all of them together
+            for i in range(30):
                 response = await client.post("/", content=json.dumps({"n": i}).encode())
                 statuses.append(response.status_code)
                 if response.status_code == 503:

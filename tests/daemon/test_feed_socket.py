@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 import trio
-from trio_websocket import ConnectionRejected, open_websocket_url
+from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from postee.embed import NodeOptions, NodeParts, open_standalone
 from postee.sim.recording import Conduct, Recordings, always_ok, recording_factory
@@ -25,12 +25,12 @@ from tests.daemon.helpers import webhook_route
 
 
 @asynccontextmanager
-async def running_node(tmp_path, plan=always_ok):
+async def running_node(tmp_path, plan=always_ok, recordings=None, **options_given):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(webhook_route("https://hooks.example.com/x", route="all") + "    retries: 0\n")
     options = NodeOptions(cfgfile=str(cfg), http_bind="127.0.0.1:0", https_bind=None, db_path=str(tmp_path / "db"),
-                          rego_isolation="thread", rego_workers=1, environ={})
-    parts = NodeParts(actions=recording_factory("node", Recordings(), plan))
+                          rego_isolation="thread", rego_workers=1, environ={}, **options_given)
+    parts = NodeParts(actions=recording_factory("node", recordings or Recordings(), plan))
     async with open_standalone(options, parts=parts) as running:
         yield running
 
@@ -75,11 +75,16 @@ async def read(ws, count: int) -> list[dict]:
 async def test_a_client_receives_every_event_and_execution_in_order(node):
     async with open_websocket_url(ws_url(node), extra_headers=bearer(node)) as ws:
         await post_events(node, 3)
-        messages = await read(ws, 6)
-    events = [m for m in messages if m["type"] == "event"]
+        messages = await read(ws, 9)
+    events = [m for m in messages if m["type"] == "event" and m["stage"] == "accepted"]
+    routed = [m for m in messages if m["type"] == "event" and m["stage"] == "routed"]
     executions = [m for m in messages if m["type"] == "execution"]
     assert len(events) == 3 and len(executions) == 3
     assert [e["source"] for e in events] == ["webhook"] * 3 and all("body" not in e for e in events)
+    # once its one route decided, each event says which routes it matched
+    assert [(r["id"], r["routes"], r["failed"]) for r in routed] == [(e["id"], ["all"], []) for e in events]
+    for event in events:  # accepted before routed
+        assert messages.index(event) < next(i for i, m in enumerate(messages) if m in routed and m["id"] == event["id"])
     assert [x["event_id"] for x in executions] == [e["id"] for e in events]  # one route, in arrival order
     assert {(x["node"], x["route"], x["action"], x["status"], x["attempts"]) for x in executions} == {
         ("standalone", "all", "hook", "ok", 1)}
@@ -90,7 +95,7 @@ async def test_filters_and_bodies(tmp_path):
             open_websocket_url(ws_url(node, "types=event&bodies=1"), extra_headers=bearer(node)) as events, \
             open_websocket_url(ws_url(node, f"types=execution&status=failed&key={node.api_key()}")) as failures:
         await post_events(node, 2)
-        got = await read(events, 2)
+        got = [m for m in await read(events, 4) if m["stage"] == "accepted"]
         assert [m["body"] for m in got] == [{"image": "img-0"}, {"image": "img-1"}]
         # the first event's (successful) execution came first: the filter let only the failed one through
         [failed] = await read(failures, 1)
@@ -179,3 +184,69 @@ def test_a_refused_connection_is_said_in_words_not_as_an_empty_handshake_error()
             raise HandshakeError from exc
     except HandshakeError as exc:
         assert _reason(exc) == "connection refused"
+
+
+async def stuck_client(node, query: str) -> trio.SocketStream:
+    """A client that completes the WebSocket handshake, then never reads (a tiny receive buffer, so the
+    node's sends back up at once instead of filling megabytes of kernel buffers first)."""
+    host, port = node.urls[0].removeprefix("http://").split(":")
+    sock = trio.socket.socket()
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4096)
+    await sock.connect((host, int(port)))
+    stream = trio.SocketStream(sock)
+    await stream.send_all((f"GET /feed?{query} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                           "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                           "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += await stream.receive_some(1)  # the handshake's answer, byte by byte: nothing of the feed
+    assert answer.startswith(b"HTTP/1.1 101"), answer
+    return stream
+
+
+async def test_a_client_that_stops_reading_is_disconnected_and_the_pipeline_keeps_its_pace(tmp_path):
+    """The node gives one message `feed_send_timeout` seconds, then closes the connection; meanwhile
+    every event ran, and a client that reads got every message."""
+    recordings = Recordings()
+    async with running_node(tmp_path, recordings=recordings, stuck_client_timeout=1) as node, \
+            open_websocket_url(ws_url(node, "types=event&bodies=1"), extra_headers=bearer(node)) as reader:
+        stuck = await stuck_client(node, f"bodies=1&key={node.api_key()}")
+        with trio.fail_after(10):
+            while node.feed.subscribers < 2:
+                await trio.sleep(0.01)
+        big = "x" * 100_000
+        received: list[dict] = []
+
+        async def read_all() -> None:
+            while len(received) < 2 * 60:
+                received.append(json.loads(await reader.get_message()))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_all)
+            async with httpx.AsyncClient(base_url=node.urls[0], timeout=10) as client:
+                for n in range(60):  # 6 MB of bodies for the stuck client: more than loopback buffers hold
+                    answer = await client.post("/", content=json.dumps({"image": f"img-{n}", "pad": big}))
+                    assert answer.status_code == 200
+            with trio.fail_after(20):
+                while node.feed.subscribers > 1:  # the stuck client was let go
+                    await trio.sleep(0.05)
+                while len(recordings.calls) < 60:
+                    await trio.sleep(0.05)
+        await stuck.aclose()
+    assert sorted(c.event_id for c in recordings.calls) == sorted(
+        m["id"] for m in received if m["stage"] == "accepted")  # every event ran, the reader heard each
+    assert [m["type"] for m in received].count("dropped") == 0
+
+
+async def test_a_stopping_node_tells_its_feed_clients_at_once(tmp_path):
+    """The feed closes before the listeners wait for their connections: a connected client hears "node
+    stopping" (1001) at once, instead of holding the stop for the listeners' 10 s grace."""
+    async with running_node(tmp_path) as node, \
+            open_websocket_url(ws_url(node), extra_headers=bearer(node)) as client:
+        with trio.fail_after(10):
+            while not node.feed.wanted():
+                await trio.sleep(0.01)
+        node.request_stop()
+        with trio.fail_after(5), pytest.raises(ConnectionClosed) as closed:
+            await client.get_message()
+    assert (closed.value.reason.code, closed.value.reason.reason) == (1001, "node stopping")
