@@ -67,6 +67,7 @@ from postee.web.app import (
     RouteTimedOut,
     RouteUnavailable,
 )
+from postee.web.lean_server import serve_lean
 from postee.web.selfsigned import ensure_self_signed
 from postee.web.server import serve_app
 
@@ -74,6 +75,8 @@ log = structlog.get_logger("postee.node")
 
 ENV_API_KEY = "POSTEE_API_KEY"
 ENV_INGEST_TOKEN = "POSTEE_INGEST_TOKEN"
+ENV_HTTP_SERVER = "POSTEE_HTTP_SERVER"
+"""`lean` (default: `postee.web.lean_server`, h11 and wsproto on Trio) or `hypercorn` (the previous one)."""
 ENV_OPEN_EVENTS = "POSTEE_OPEN_EVENTS"
 """Set to 1 (or `--open-events`), `GET /events` is as open as the webhook, as in Postee."""
 ENV_VOLATILE_INTAKE = "POSTEE_BENCH_VOLATILE_INTAKE"
@@ -261,7 +264,10 @@ class Node:
                         "may read every recent event")
         web_stop = trio.Event()
         async with trio.open_nursery() as web:
-            serve = functools.partial(_serve, stuck_client_timeout=opts.stuck_client_timeout)
+            server = opts.environ.get(ENV_HTTP_SERVER, "lean")
+            if server not in ("lean", "hypercorn"):
+                raise ValueError(f"{ENV_HTTP_SERVER}={server!r}: expected 'lean' or 'hypercorn'")
+            serve = functools.partial(_serve, stuck_client_timeout=opts.stuck_client_timeout, server=server)
             self.urls = await web.start(serve, app, opts.http_bind, None, None, web_stop)
             if opts.https_bind:
                 certfile, keyfile = opts.certfile, opts.keyfile
@@ -620,7 +626,8 @@ def tenant_answer(outcome: RouteOutcome, *, detailed: bool) -> dict[str, Any]:
 
 
 async def _serve(app: PosteeApp, bind: str, certfile: str | None, keyfile: str | None, stop: trio.Event, *,
-                 stuck_client_timeout: float,
+                 stuck_client_timeout: float, server: str,
                  task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-    await serve_app(app, bind, certfile=certfile, keyfile=keyfile, shutdown=stop,
-                    stuck_client_timeout=stuck_client_timeout, task_status=task_status)
+    serve = serve_lean if server == "lean" else serve_app
+    await serve(app, bind, certfile=certfile, keyfile=keyfile, shutdown=stop,
+                stuck_client_timeout=stuck_client_timeout, task_status=task_status)
