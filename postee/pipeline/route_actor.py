@@ -218,7 +218,8 @@ class RouteActor(Actor[RouteJob]):
     # -- the steps -----------------------------------------------------------------------------
     def skip(self, event: Event) -> None:
         """The router decided the event does not concern this route: count it and tell who listens,
-        without the event going through the route's stages."""
+        without the event going through the route's stages. Said at once: a route's "no match" for an
+        event may be heard before its outcome for an earlier event still in its stages."""
         self.processed += 1
         self.skipped += 1
         if self.services.on_outcome is not None:

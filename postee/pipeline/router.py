@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import structlog
 import trio
 
 from actors import Actor, Lane, MailboxClosed
@@ -25,6 +26,8 @@ from postee.pipeline.events import Event
 from postee.pipeline.ledger import Ledger
 from postee.pipeline.route_actor import DEFAULT_ROUTE_WINDOW, RouteActor, RouteJob
 from postee.pipeline.rulebook import Decision, RuleBook
+
+log = structlog.get_logger("postee.router")
 
 DEFAULT_INTAKE_CAPACITY = 256
 """Events accepted but not yet routed; beyond this the webhook answers 503 (seconds of work, not minutes)."""
@@ -66,7 +69,7 @@ class Router(Actor[Event]):
             await super().run(task_status=task_status)
             return
         lane: Lane[tuple[Event, _Decided]] = Lane(self._hand_over, name="intake:hand-over",
-                                                 capacity=max(self.window - 1, 0))
+                                                 capacity=max(self.window - 1, 0), on_error=self._failed)
         async with trio.open_nursery() as stages:
             await stages.start(lane.run)
             task_status.started(self.address)
@@ -81,6 +84,9 @@ class Router(Actor[Event]):
         try:
             if event.route is None:
                 decided.decisions = await self.rulebook.decide(event, [r.route.name for r in self.routes])
+        except Exception as exc:  # a bug: this event goes to every route, which asks its own rule
+            log.error("route rules could not be decided together", event_id=event.id,
+                      error=f"{type(exc).__name__}: {exc}")
         finally:
             decided.done.set()
 
@@ -88,6 +94,11 @@ class Router(Actor[Event]):
         event, decided = item
         await decided.done.wait()
         await self._send(event, decided.decisions)
+
+    async def _failed(self, item: tuple[Event, _Decided], exc: Exception) -> None:
+        """A bug while handing one event over: logged; the others go on (the event stays recorded,
+        unfinished, and runs again at the next start)."""
+        log.error("event not handed to its routes", event_id=item[0].id, error=f"{type(exc).__name__}: {exc}")
 
     async def handle(self, message: Event) -> None:
         """Without a rule book: every route gets the event and asks its own rule."""
@@ -98,14 +109,21 @@ class Router(Actor[Event]):
         if event.route is not None:
             routes = [route for route in routes if route.route.name == event.route]
         if self.on_routed is not None:
-            self.on_routed(event, len(routes), decisions)
+            try:
+                self.on_routed(event, len(routes), decisions)
+            except Exception as exc:  # a watcher's bug must not stop routing
+                log.error("on_routed failed", event_id=event.id, error=f"{type(exc).__name__}: {exc}")
         skipped = [] if decisions is None else [r for r in routes if decisions.get(r.route.name) is False]
         if skipped:
             routes = [r for r in routes if decisions.get(r.route.name) is not False]  # type: ignore[union-attr]
         if self.ledger is not None:
             await self.ledger.routed(event.id, len(routes))
         for route in skipped:
-            route.skip(event)
+            try:
+                route.skip(event)
+            except Exception as exc:  # an observer's bug must not stop routing
+                log.error("skip failed", route=route.route.name, event_id=event.id,
+                          error=f"{type(exc).__name__}: {exc}")
         for route in routes:
             decision = None if decisions is None else decisions.get(route.route.name)
             try:

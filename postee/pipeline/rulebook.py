@@ -9,7 +9,9 @@ event only to the routes whose rule matched (or failed: that route reports its o
 
 Each route keeps its own rule's semantics: its answer is its own, a rule that errors fails only its
 route with its own located message, and only a JSON object can match. When the one call fails as a
-whole (a worker crash, a timeout), every rule is evaluated alone, so only the rule at fault fails.
+whole (a worker crash, a timeout), there is no decision: every route gets the event and evaluates its
+own rule, in its own window, so only the rule at fault fails and only its route waits for it (asked
+again one by one here, a rule that hangs would hold every route twice its timeout).
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ class RuleBook:
         self.calls = 0
         """Worker calls made: one per event (plus one per rule when a call failed as a whole)."""
 
-    async def decide(self, event: Event, routes: Sequence[str]) -> dict[str, Decision]:
-        """Each of `routes`' rule on `event`, from one worker call."""
+    async def decide(self, event: Event, routes: Sequence[str]) -> dict[str, Decision] | None:
+        """Each of `routes`' rule on `event`, from one worker call; None when that call failed as a
+        whole (each route then asks its own rule)."""
         if not isinstance(event.body, dict):  # only a JSON object can match (Postee)
             return dict.fromkeys(routes, False)
         asked = [name for name in routes if self.rules[name].spec is not None]
@@ -51,20 +54,12 @@ class RuleBook:
         try:
             outcomes = await self.pool.evaluate_many(specs, event.text)  # type: ignore[arg-type]
         except RegoEvalError as exc:  # the call as a whole: a crash or a timeout
-            log.warning("route rules failed together; each is evaluated alone", event_id=event.id, error=exc.message)
-            for name in asked:
-                decisions[name] = await self._alone(self.rules[name], event)
-            return decisions
+            log.warning("route rules failed together; each route evaluates its own", event_id=event.id,
+                        error=exc.message)
+            return None
         for name, outcome in zip(asked, outcomes, strict=True):
             try:
                 decisions[name] = self.rules[name].decide(outcome)
             except RegoError as exc:
                 decisions[name] = exc
         return decisions
-
-    async def _alone(self, rule: RouteRule, event: Event) -> Decision:
-        self.calls += 1
-        try:
-            return await rule.matches(self.pool, event.body, event.text)
-        except RegoError as exc:
-            return exc

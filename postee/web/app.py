@@ -123,6 +123,10 @@ class _TooLarge(Exception):
     pass
 
 
+class _ClientGone(Exception):
+    """The client left before its request body ended: what came is not an event (it will resend)."""
+
+
 class PosteeApp:
     """ASGI callable; one per daemon (shared by its HTTP and HTTPS listeners)."""
 
@@ -198,6 +202,10 @@ class PosteeApp:
             metrics.events_rejected.labels("too_large").inc()
             await _respond(send, 413, f"event larger than {self.max_body} bytes\n".encode())
             return None
+        except _ClientGone:
+            metrics.events_rejected.labels("incomplete").inc()
+            log.info("request body cut short by the client leaving: nothing accepted")
+            return None
         try:
             return await parse_event_off_loop(body, source=source)
         except InvalidEvent as exc:
@@ -267,8 +275,8 @@ class PosteeApp:
         chunks, size = [], 0
         while True:
             message = await receive()
-            if message["type"] == "http.disconnect":
-                break
+            if message["type"] == "http.disconnect":  # before the body ended: nothing was sent
+                raise _ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:

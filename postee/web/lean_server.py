@@ -53,6 +53,8 @@ LINGER = 1.0
 MAX_WS_MESSAGE = 1 << 20
 """Largest WebSocket message accepted from a client (bytes); beyond, close 1009."""
 RECEIVE_SIZE = 65536
+WRITE_SLICE = 256 * 1024
+"""Bytes written at a time: the stuck-client clock restarts after each (a slow reader makes progress)."""
 BACKLOG = 128
 _CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 _DISCONNECTED = {"type": "http.disconnect"}
@@ -340,8 +342,12 @@ class _Connection:
         sent = False
         try:
             if not self.closed:
-                self.writing_since = trio.current_time()
-                await self.stream.send_all(data)
+                # in slices, each restarting the clock: the watchdog cuts a client that takes nothing,
+                # not a slow one still reading a large answer (`GET /events` can be megabytes)
+                view = memoryview(data)
+                for start in range(0, max(len(view), 1), WRITE_SLICE):
+                    self.writing_since = trio.current_time()
+                    await self.stream.send_all(view[start:start + WRITE_SLICE])
                 sent = True
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass

@@ -9,6 +9,7 @@ import json
 import re
 
 import httpx
+import pytest
 import trio
 from trio_websocket import open_websocket_url
 
@@ -82,3 +83,20 @@ async def test_a_tenant_run_says_its_route_too(tmp_path):
         with trio.fail_after(10):
             said = [json.loads(await ws.get_message()) for _ in range(2)]
     assert [(m["stage"], m.get("routes")) for m in said] == [("accepted", None), ("routed", ["all"])]
+
+
+@pytest.mark.parametrize("server", ["lean", "hypercorn"])
+async def test_a_body_cut_short_by_the_client_leaving_is_not_an_event(tmp_path, server):
+    """Found in review: a body that ended with the client's disconnect was parsed and accepted (the
+    client, seeing a failure, sends it again: the event ran twice). Under either server."""
+    async with running_node(tmp_path, environ={"POSTEE_HTTP_SERVER": server}) as node:
+        host, port = node.urls[0].removeprefix("http://").split(":")
+        sock = trio.socket.socket()
+        await sock.connect((host, int(port)))
+        await sock.send(b'POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{"image": "half-sent"}')
+        await trio.sleep(0.3)
+        sock.close()  # 22 of the 100 bytes announced: the body never ended
+        await post_events(node, 1)  # a complete one after it is accepted as usual
+        await trio.sleep(0.3)
+        events = json.loads(node.recent_events_json())
+    assert [e["event"] for e in events] == [{"image": "img-0"}]

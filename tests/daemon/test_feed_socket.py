@@ -25,11 +25,11 @@ from tests.daemon.helpers import webhook_route
 
 
 @asynccontextmanager
-async def running_node(tmp_path, plan=always_ok, recordings=None, **options_given):
+async def running_node(tmp_path, plan=always_ok, recordings=None, environ=None, **options_given):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(webhook_route("https://hooks.example.com/x", route="all") + "    retries: 0\n")
     options = NodeOptions(cfgfile=str(cfg), http_bind="127.0.0.1:0", https_bind=None, db_path=str(tmp_path / "db"),
-                          rego_isolation="thread", rego_workers=1, environ={}, **options_given)
+                          rego_isolation="thread", rego_workers=1, environ=environ or {}, **options_given)
     parts = NodeParts(actions=recording_factory("node", recordings or Recordings(), plan))
     async with open_standalone(options, parts=parts) as running:
         yield running

@@ -572,3 +572,33 @@ async def test_posteeapp_refusals_on_lean(tmp_path):
             assert too_large.status_code == 413
             assert (await client.get("/events")).status_code == 401
             assert (await client.get("/healthz")).text == "ok\n"
+
+
+async def test_a_slow_but_steady_reader_of_a_large_answer_is_not_cut():
+    """Found in review: the stuck-client clock ran over a whole answer, so a client reading an 8 MB
+    `GET /events` at ~3 MB/s was cut after 2 s while it was still reading. It now restarts per slice."""
+    size = 8 << 20
+
+    async def big(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % size)]})
+        await send({"type": "http.response.body", "body": b"x" * size})
+
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        [url] = await nursery.start(functools.partial(serve_lean, big, "127.0.0.1:0", shutdown=stop,
+                                                      stuck_client_timeout=1.0))
+        sock = trio.socket.socket()
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 65536)
+        await sock.connect(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+        await sock.send(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        got = 0
+        with trio.fail_after(30):
+            while got < size:  # the headers, then the body: ~4 s at this pace, 4x the stuck-client timeout
+                chunk = await sock.recv(65536)
+                if not chunk:
+                    break
+                got += len(chunk)
+                await trio.sleep(0.02)
+        sock.close()
+        stop.set()
+    assert got > size  # every byte of the body (plus the headers) arrived
