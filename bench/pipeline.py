@@ -298,7 +298,8 @@ class Daemon:
         cfg = workdir / "cfg.yaml"
         (config or write_config)(cfg, sink_port)
         env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("POSTEE_", "AQUAALERT_")) and k != "REGO_FILTERS_PATH"}
+               if not k.startswith(("POSTEE_", "AQUAALERT_")) and k != "REGO_FILTERS_PATH"
+               or k.startswith("POSTEE_BENCH_") or k == "POSTEE_HTTP_SERVER"}  # the comparison switches pass
         env["PATH_TO_DB"] = str(workdir / "webhooks.db")
         env.update(env_extra or {})
         self.log_path = workdir / f"daemon-{engine}.log"
