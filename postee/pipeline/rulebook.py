@@ -38,7 +38,7 @@ class RuleBook:
         self.pool = pool
         self.rules = dict(rules)
         self.calls = 0
-        """Worker calls made: one per event (plus one per rule when a call failed as a whole)."""
+        """Worker calls made: one per event with a rule to ask."""
 
     async def decide(self, event: Event, routes: Sequence[str]) -> dict[str, Decision] | None:
         """Each of `routes`' rule on `event`, from one worker call; None when that call failed as a
