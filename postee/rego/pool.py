@@ -313,10 +313,19 @@ async def open_rego_pool(
         finally:
             threads.shutdown(wait=False, cancel_futures=True)
         return
-    async with trio_parallel.open_worker_context(
-        idle_timeout=WORKER_IDLE_TIMEOUT, grace_period=WORKER_GRACE_PERIOD
-    ) as context:
-        yield RegoPool(backend_name, timeout, isolation, limiter, context=context)
+    closing = False
+    try:
+        async with trio_parallel.open_worker_context(
+            idle_timeout=WORKER_IDLE_TIMEOUT, grace_period=WORKER_GRACE_PERIOD
+        ) as context:
+            yield RegoPool(backend_name, timeout, isolation, limiter, context=context)
+            closing = True
+    except trio_parallel.BrokenWorkerError as exc:
+        if not closing:
+            raise
+        # The workers were gone before the close: SIGTERM sent to the whole process group (GNU
+        # `timeout`, systemd's KillMode=control-group) reaches them too. The node's stop is orderly.
+        log.warning("Rego workers had already exited when the pool closed: %s", exc)
 
 
 __all__ = [

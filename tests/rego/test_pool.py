@@ -136,3 +136,32 @@ async def test_inline_evaluations_take_no_virtual_time(backend, autojump_clock):
         with pytest.raises(trio.TooSlowError), trio.fail_after(0.001):
             for n in range(200):  # each waits for a thread: the clock jumps during one of them
                 await pool.evaluate(ALLOW_X, f'{{"x": {n % 2}}}')
+
+
+def _children() -> list[int]:
+    """This process's child processes (from /proc): the pool's workers."""
+    me, children = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == me:
+                children.append(int(entry))
+    return children
+
+
+async def test_workers_terminated_with_the_daemon_do_not_fail_its_stop():
+    """SIGTERM to the whole process group (GNU `timeout`, systemd's `KillMode=control-group`) reaches
+    the workers too: the pool's close raised `BrokenWorkerProcessError` and the daemon ended its
+    orderly stop with a traceback."""
+    async with open_rego_pool(BACKEND, workers=1, timeout=SLOW_START_TIMEOUT) as pool:
+        assert await pool.evaluate(QuerySpec.build({"m.rego": "package m\nx := 1"}, "data.m.x"), "{}") == 1
+        workers = await trio.to_thread.run_sync(_children)
+        assert workers
+        for pid in workers:
+            os.kill(pid, signal.SIGTERM)
+        await trio.sleep(0.5)
+    # closing the pool with its workers already gone raised nothing
