@@ -40,13 +40,13 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import multiprocessing
 import os
 import secrets
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import traceback
@@ -57,16 +57,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.pipeline import (  # noqa: E402 (after the path tweak, as a script)
-    BODY,
-    WORKERS,
     Daemon,
     cpu_seconds,
-    free_port,
     run_load,
     sink_main,
     stop_process,
     wait_for_arrivals,
     workers_of,
+    write_config,
 )
 
 RULES = {"image": 'contains(input.image, "all-in-one")', "registry": 'input.registry == "Aqua"'}
@@ -373,39 +371,12 @@ def tcp_queue(local_port: int, remote_port: int) -> tuple[int, int] | None:
 
 # --- the daemon -----------------------------------------------------------------------------------
 
-def write_config(path: Path, sink_port: int) -> None:
-    """2 routes, inline rules that match the Aqua fixture, the cheap raw-message template, one http action each."""
-    lines = ["name: bench-feed", 'aqua-server: ""', "routes:"]
-    for name, rule in RULES.items():
-        lines += [f"  - name: route-{name}", f"    input: '{rule}'", f"    actions: [sink-{name}]",
-                  "    template: raw"]
-    lines += ["templates:", "  - name: raw", f"    rego-package: {TEMPLATE_PACKAGE}", "actions:"]
-    for name in RULES:
-        lines += [f"  - name: sink-{name}", "    type: http", "    enable: true",
-                  f"    url: http://127.0.0.1:{sink_port}/sink/{name}", "    method: POST", "    timeout: 30s",
-                  f'    body-content: "{BODY}"']
-    path.write_text("\n".join(lines) + "\n")
-
-
-class FeedDaemon(Daemon):
-    """`bench/pipeline.py`'s daemon (readiness, log tail, stop) with this bench's config and an API key."""
-
-    def __init__(self, engine: str, workdir: Path, sink_port: int, key: str) -> None:
-        # not `super().__init__`: it would start the daemon with pipeline.py's config
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cfg = workdir / "cfg.yaml"
-        write_config(cfg, sink_port)
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("POSTEE_", "AQUAALERT_")) and k != "REGO_FILTERS_PATH"}
-        env.update(PATH_TO_DB=str(workdir / "webhooks.db"), POSTEE_API_KEY=key)
-        self.log_path = workdir / "daemon.log"
-        self.log = open(self.log_path, "wb")  # closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "postee", "--cfgfile", str(cfg), "--url", f"127.0.0.1:{self.port}",
-             "--tls", "off", "--rego-workers", str(WORKERS), "--rego-engine", engine],
-            cwd=workdir, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+def feed_daemon(engine: str, workdir: Path, sink_port: int, key: str) -> Daemon:
+    """`bench/pipeline.py`'s daemon (readiness, log tail, stop) with this bench's config and an API key:
+    2 routes with inline rules that match the Aqua fixture, the cheap raw-message template, one http
+    action each."""
+    config = functools.partial(write_config, name="bench-feed", rules=RULES, package=TEMPLATE_PACKAGE)
+    return Daemon(engine, workdir, sink_port, env_extra={"POSTEE_API_KEY": key}, config=config)
 
 
 def pick_engine() -> str:
@@ -419,7 +390,7 @@ def pick_engine() -> str:
 
 # --- one phase ------------------------------------------------------------------------------------
 
-def run_phase(mode: str, index: int, daemon: FeedDaemon, key: str, sink: str, sink_pid: int,
+def run_phase(mode: str, index: int, daemon: Daemon, key: str, sink: str, sink_pid: int,
               client: Any, args: argparse.Namespace) -> dict[str, Any]:
     """N events with (`clients`) or without (`none`) feed clients connected; the measures of the phase."""
     client.get(f"{sink}/_reset")
@@ -525,7 +496,7 @@ def bench(args: argparse.Namespace, sink: str, sink_port: int, sink_pid: int, wo
     import httpx
 
     engine, key = pick_engine(), secrets.token_urlsafe(24)
-    daemon = FeedDaemon(engine, workdir, sink_port, key)
+    daemon = feed_daemon(engine, workdir, sink_port, key)
     try:
         with httpx.Client(timeout=10.0) as client:
             daemon.wait_ready(client)

@@ -276,13 +276,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(path: Path, sink_port: int) -> None:
-    lines = ["name: bench-pipeline", 'aqua-server: ""', "routes:"]
-    for name, rule in RULES.items():
+def write_config(path: Path, sink_port: int, *, name: str = "bench-pipeline", rules: dict[str, str] = RULES,
+                 package: str = TEMPLATE_PACKAGE) -> None:
+    """One route per rule, all through `package`, each with its own `http` action posting to the sink."""
+    lines = [f"name: {name}", 'aqua-server: ""', "routes:"]
+    for name, rule in rules.items():
         lines += [f"  - name: route-{name}", f"    input: '{rule}'", f"    actions: [sink-{name}]",
-                  "    template: vuls-html"]
-    lines += ["templates:", "  - name: vuls-html", f"    rego-package: {TEMPLATE_PACKAGE}", "actions:"]
-    for name in RULES:
+                  "    template: bench"]
+    lines += ["templates:", "  - name: bench", f"    rego-package: {package}", "actions:"]
+    for name in rules:
         lines += [f"  - name: sink-{name}", "    type: http", "    enable: true",
                   f"    url: http://127.0.0.1:{sink_port}/sink/{name}", "    method: POST", "    timeout: 30s",
                   f'    body-content: "{BODY}"']
