@@ -142,10 +142,13 @@ def test_an_events_routes_are_said_once_every_route_decided_and_failures_apart()
     assert len(watch.routes) == 0
 
 
-def test_nothing_is_tallied_without_watchers_and_the_tally_is_bounded():
-    watch = NodeWatch(Feed(), lambda: "n")
-    watch.routed(parse_event(b"{}"), 2)
-    assert len(watch.routes) == 0
+def test_routes_are_tallied_without_watchers_too_and_the_tally_is_bounded():
+    watch = NodeWatch(Feed(), lambda: "n")  # nobody subscribed: nothing published, the routes still kept
+    event = parse_event(b"{}")
+    watch.routed(event, 2)
+    watch.decided(event, RouteOutcome("a", matched=True))
+    watch.decided(event, RouteOutcome("b", matched=False))
+    assert len(watch.routes) == 0 and watch.routes_of(event.id) == {"routes": ["a"], "failed": []}
     routes = EventRoutes(limit=3)
     for n in range(5):
         routes.expect(f"e{n}", 2)  # routes stopped by a reload never decide: the oldest are forgotten

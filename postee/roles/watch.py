@@ -75,14 +75,14 @@ class NodeWatch:
 
     def routed(self, event: Event, routes: int, decisions: Mapping[str, Any] | None = None) -> None:
         """The router handed the event to `routes` routes, with their rules' `decisions` (`Router`), or
-        None: each route decides, and their outcomes are tallied (while watched)."""
+        None: each route decides, and their outcomes are tallied."""
         if decisions is not None:
             matched = [name for name, decision in decisions.items() if decision is True]
             failed = [name for name, decision in decisions.items() if isinstance(decision, Exception)]
             self._say_routed(event, matched, failed)
         elif routes == 0:
             self._say_routed(event, [], [])
-        elif self.feed.wanted():
+        else:  # tallied whether watched or not: `/events?bodies=0` lists the routes later
             self.routes.expect(event.id, routes)
 
     def decided(self, event: Event, outcome: RouteOutcome) -> None:

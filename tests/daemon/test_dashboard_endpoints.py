@@ -100,3 +100,13 @@ async def test_a_body_cut_short_by_the_client_leaving_is_not_an_event(tmp_path, 
         await trio.sleep(0.3)
         events = json.loads(node.recent_events_json())
     assert [e["event"] for e in events] == [{"image": "img-0"}]
+
+
+async def test_a_tenant_runs_routes_are_listed_even_when_nobody_watched(tmp_path):
+    """Found trying it as a user: events from `POST /tenant/{route}` showed no routes in `/events?bodies=0`
+    when no feed client was connected at the time (their tally was kept only while watched)."""
+    async with running_node(tmp_path) as node:
+        async with httpx.AsyncClient(base_url=node.urls[0], timeout=10) as client:
+            assert (await client.post("/tenant/all", content=b'{"image": "x"}')).status_code == 200
+        [summary] = (await get(node, "/events?bodies=0")).json()
+    assert (summary["routes"], summary["failed"]) == (["all"], [])
