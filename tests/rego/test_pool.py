@@ -139,7 +139,8 @@ async def test_inline_evaluations_take_no_virtual_time(backend, autojump_clock):
 
 
 def _children() -> list[int]:
-    """This process's child processes (from /proc): the pool's workers."""
+    """This process's worker processes (from /proc: its children started by multiprocessing's spawn;
+    not the resource tracker, which ignores SIGTERM by design)."""
     me, children = os.getpid(), []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -149,8 +150,22 @@ def _children() -> list[int]:
             except OSError:
                 continue
             if int(fields[1]) == me:
-                children.append(int(entry))
+                try:
+                    with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                        if b"spawn_main" in cmdline.read():
+                            children.append(int(entry))
+                except OSError:
+                    continue
     return children
+
+
+def _alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 async def test_workers_terminated_with_the_daemon_do_not_fail_its_stop():
@@ -163,5 +178,7 @@ async def test_workers_terminated_with_the_daemon_do_not_fail_its_stop():
         assert workers
         for pid in workers:
             os.kill(pid, signal.SIGTERM)
-        await trio.sleep(0.5)
+        with trio.fail_after(10):
+            while any(_alive(pid) for pid in workers):  # terminated before the pool closes
+                await trio.sleep(0.05)
     # closing the pool with its workers already gone raised nothing
