@@ -3,9 +3,15 @@
 Asked route by route, a config with one route per team paid, on every event and for every route, a
 round trip to a worker (the event sent and parsed there again) and a pass through the route's actor
 machinery, even when only one route matched: throughput fell to a fifth between 1 and 40 routes
-(issue #15). The router now asks the rule book once per event: it evaluates every route's rule on the
-event in one worker call (`RegoPool.evaluate_many`: the event crosses once), and the router hands the
-event only to the routes whose rule matched (or failed: that route reports its own error, in order).
+(issue #15). The router now asks the rule book once per event, and hands the event only to the routes
+whose rule matched (or failed: that route reports its own error, in order).
+
+The rule book compiles every route's rule into ONE module set (`combine_rules`: each rule's modules
+moved under a namespace of their own), so the event crosses to a worker once and is converted to the
+engine's input once for all of them (`RegoPool.evaluate_rules`); a rule that errors fails alone, with
+its own message. With 40 routes and an 8 KB event a worker spends ~0.5 ms instead of 6.5 with regorus
+(one `eval_rule` per rule), 5 ms instead of 147 with regopy (one generated query collecting every
+answer; the rules asked apart only when one errors).
 
 Each route keeps its own rule's semantics: its answer is its own, a rule that errors fails only its
 route with its own located message, and only a JSON object can match. When the one call fails as a
@@ -17,13 +23,14 @@ again one by one here, a rule that hangs would hold every route twice its timeou
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import structlog
 
 from postee.pipeline.events import Event
-from postee.rego.engine import RegoError, RegoEvalError
+from postee.rego.engine import RegoCompileError, RegoError, RegoEvalError, RegoWorkerError
 from postee.rego.pool import RegoPool
-from postee.rego.rules import RouteRule
+from postee.rego.rules import RouteRule, combine_rules
 
 log = structlog.get_logger("postee.rulebook")
 
@@ -37,18 +44,56 @@ class RuleBook:
     def __init__(self, pool: RegoPool, rules: Mapping[str, RouteRule]) -> None:
         self.pool = pool
         self.rules = dict(rules)
+        self.combined = combine_rules(self.rules.values())
+        """Every rule compiled together (None for fewer than two distinct rules, or once that failed)."""
         self.calls = 0
         """Worker calls made: one per event with a rule to ask."""
 
     async def decide(self, event: Event, routes: Sequence[str]) -> dict[str, Decision] | None:
-        """Each of `routes`' rule on `event`, from one worker call; None when that call failed as a
-        whole (each route then asks its own rule)."""
+        """Each of `routes`' rule on `event`; None when the worker call failed as a whole (each route
+        then asks its own rule)."""
         if not isinstance(event.body, dict):  # only a JSON object can match (Postee)
             return dict.fromkeys(routes, False)
         asked = [name for name in routes if self.rules[name].spec is not None]
         decisions: dict[str, Decision] = {name: True for name in routes if name not in asked}
         if not asked:
             return decisions
+        combined = self.combined
+        if combined is not None:
+            try:
+                outcomes = await self._ask_combined(event)
+            except RegoWorkerError as exc:  # asked again, the rules would meet the same fate
+                log.warning("route rules failed together; each route evaluates its own", event_id=event.id,
+                            error=exc.message)
+                return None
+            if outcomes is not None:
+                for name in asked:
+                    try:
+                        decisions[name] = self.rules[name].decide(combined.outcome(name, outcomes))
+                    except RegoError as exc:
+                        decisions[name] = exc
+                return decisions
+        return await self._ask_each(event, asked, decisions)
+
+    async def _ask_combined(self, event: Event) -> list[Any] | None:
+        """Every rule's outcome from the combined rules; None when they could not be asked that way
+        (each rule is then asked apart)."""
+        assert self.combined is not None
+        self.calls += 1
+        try:
+            return await self.pool.evaluate_rules(self.combined.spec, event.text)
+        except RegoCompileError as exc:  # a bug of ours in moving the rules apart: never again
+            log.error("the route rules cannot be combined; each is asked apart", error=str(exc))
+            self.combined = None
+        except RegoWorkerError:
+            raise
+        except RegoEvalError as exc:  # the input refused as a whole
+            log.warning("route rules could not be asked together", event_id=event.id, error=exc.message)
+        return None
+
+    async def _ask_each(self, event: Event, asked: list[str], decisions: dict[str, Decision]
+                        ) -> dict[str, Decision] | None:
+        """Every rule in `asked`, each apart but in one worker call (the event crosses once)."""
         self.calls += 1
         specs = tuple(self.rules[name].spec for name in asked)
         try:

@@ -69,6 +69,12 @@ class RegoEvalError(RegoError):
         return self.message if self.query is None else f"{self.query}: {self.message}"
 
 
+@attrs.define(eq=False)
+class RegoWorkerError(RegoEvalError):
+    """The evaluation never finished: its worker crashed or it timed out. Not the query's own answer, so
+    asking again (alone, or the same queries one by one) would meet the same fate."""
+
+
 class CompiledQuery(Protocol):
     """A query compiled against a fixed set of modules, reusable for many inputs.
 
@@ -84,6 +90,20 @@ class CompiledQuery(Protocol):
         ...
 
 
+class CompiledRules(Protocol):
+    """Several rules over one module set, each answered apart on one input (`RegoBackend.compile_rules`).
+
+    The input is set (converted to the engine's values) once for all of them, which is most of what a
+    simple rule costs. Not thread-safe, like `CompiledQuery`.
+    """
+
+    def evaluate_each(self, input_json: str) -> list[Any]:
+        """Each rule's value (a JSON value or `UNDEFINED`), or the `RegoError` it raised, in its place.
+
+        Raises `RegoEvalError` when no rule could be asked (the input was refused)."""
+        ...
+
+
 class RegoBackend(Protocol):
     """A Rego engine: compiles modules (Rego v0 syntax, Postee's dialect) into queries."""
 
@@ -91,6 +111,13 @@ class RegoBackend(Protocol):
 
     def compile(self, modules: Mapping[str, str], query: str) -> CompiledQuery:
         """Compile `modules` (filename -> source) and prepare `query` (e.g. `data.postee.allow`).
+
+        Raises `RegoCompileError` naming the file and line of the first problem.
+        """
+        ...
+
+    def compile_rules(self, modules: Mapping[str, str], rules: tuple[str, ...]) -> CompiledRules:
+        """Compile `modules` once for asking each of `rules` (rule paths, `data.<package>.<rule>`).
 
         Raises `RegoCompileError` naming the file and line of the first problem.
         """

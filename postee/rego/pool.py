@@ -43,7 +43,7 @@ import trio
 import trio_parallel
 
 from postee.rego.backends import get_backend
-from postee.rego.engine import CompiledQuery, RegoBackend, RegoCompileError, RegoEvalError
+from postee.rego.engine import CompiledQuery, RegoBackend, RegoCompileError, RegoEvalError, RegoWorkerError
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +77,7 @@ class QuerySpec:
     key: str = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        digest = hashlib.sha256()
-        for name, source in self.modules:
-            for part in (name, source):
-                data = part.encode("utf-8", "surrogatepass")
-                digest.update(len(data).to_bytes(8, "little"))
-                digest.update(data)
-        digest.update(self.query.encode("utf-8"))
-        object.__setattr__(self, "key", digest.hexdigest())
+        object.__setattr__(self, "key", _content_key(self.modules, (self.query,)))
 
     @classmethod
     def build(cls, modules: Mapping[str, str], query: str) -> QuerySpec:
@@ -94,6 +87,32 @@ class QuerySpec:
     @property
     def module_map(self) -> dict[str, str]:
         return dict(self.modules)
+
+
+@attrs.frozen
+class RuleSetSpec:
+    """Several rules (paths such as `data.rule_0.postee.allow`) over one module set, each answered apart
+    on one input: the rule book's query (`postee.rego.rules.combine_rules`). `key` as for `QuerySpec`."""
+
+    modules: tuple[tuple[str, str], ...]
+    rules: tuple[str, ...]
+    key: str = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "key", "rules:" + _content_key(self.modules, self.rules))
+
+    @property
+    def module_map(self) -> dict[str, str]:
+        return dict(self.modules)
+
+
+def _content_key(modules: tuple[tuple[str, str], ...], queries: tuple[str, ...]) -> str:
+    digest = hashlib.sha256()
+    for part in (*(text for module in modules for text in module), *queries):
+        data = part.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
 
 
 # --- worker side: runs in a worker process or a worker thread --------------------------------------
@@ -117,12 +136,16 @@ def _backend(name: str) -> RegoBackend:
     return backends[name]
 
 
-def _compiled(backend_name: str, spec: QuerySpec) -> CompiledQuery:
+def _compiled(backend_name: str, spec: QuerySpec | RuleSetSpec) -> Any:
     cache = _cache()
     cache_key = (backend_name, spec.key)
     compiled = cache.get(cache_key)
     if compiled is None:
-        compiled = _backend(backend_name).compile(spec.module_map, spec.query)
+        backend = _backend(backend_name)
+        if isinstance(spec, RuleSetSpec):
+            compiled = backend.compile_rules(spec.module_map, spec.rules)
+        else:
+            compiled = backend.compile(spec.module_map, spec.query)
         cache[cache_key] = compiled
         while len(cache) > WORKER_CACHE_SIZE:
             cache.popitem(last=False)
@@ -131,7 +154,7 @@ def _compiled(backend_name: str, spec: QuerySpec) -> CompiledQuery:
     return compiled
 
 
-def _compile_spec(backend_name: str, spec: QuerySpec) -> None:
+def _compile_spec(backend_name: str, spec: QuerySpec | RuleSetSpec) -> None:
     _compiled(backend_name, spec)
 
 
@@ -143,6 +166,19 @@ def _evaluate_specs(backend_name: str, specs: tuple[QuerySpec, ...], input_json:
     """Each spec on the same input, in one worker call: each outcome apart (`call_in_worker`'s form),
     so that one failing query fails alone."""
     return [call_in_worker(_evaluate_spec, backend_name, spec, input_json) for spec in specs]
+
+
+def _evaluate_rule_set(backend_name: str, spec: RuleSetSpec, input_json: str) -> list[tuple[bool, Any]]:
+    """Each rule of the set on one input (set once), each outcome apart (`call_in_worker`'s form)."""
+    return [_outcome(value) for value in _compiled(backend_name, spec).evaluate_each(input_json)]
+
+
+def _outcome(value: Any) -> tuple[bool, Any]:
+    if isinstance(value, RegoCompileError):
+        return False, (RegoCompileError, (value.message, value.file, value.line))
+    if isinstance(value, RegoEvalError):
+        return False, (RegoEvalError, (value.message, value.query))
+    return True, value
 
 
 def call_in_worker(fn: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
@@ -190,7 +226,7 @@ class RegoPool:
     async def evaluate(self, spec: QuerySpec, input_json: str) -> Any:
         """The query's value on `input_json` (JSON value or `UNDEFINED`).
 
-        Raises `RegoCompileError` or `RegoEvalError` (also for a crash or timeout).
+        Raises `RegoCompileError` or `RegoEvalError` (`RegoWorkerError` for a crash or timeout).
         """
         self.stats.evaluations += 1
         return await self.run(_evaluate_spec, self.backend_name, spec, input_json)
@@ -199,11 +235,13 @@ class RegoPool:
         """Each query's value on `input_json`, in one call to one worker (the input crosses once); each
         query's own error (`RegoCompileError` or `RegoEvalError`) in its place, as an exception object.
 
-        Raises `RegoEvalError` when the call as a whole failed (a crash or timeout): the caller may
+        Raises `RegoWorkerError` when the call as a whole failed (a crash or timeout): the caller may
         then evaluate the queries one by one, to find the one at fault.
         """
         self.stats.evaluations += len(specs)
-        outcomes = await self.run(_evaluate_specs, self.backend_name, specs, input_json)
+        return self._outcomes(await self.run(_evaluate_specs, self.backend_name, specs, input_json))
+
+    def _outcomes(self, outcomes: list[tuple[bool, Any]]) -> list[Any]:
         results: list[Any] = []
         for ok, value in outcomes:
             if ok:
@@ -214,7 +252,14 @@ class RegoPool:
                 results.append(error_class(*error_args))
         return results
 
-    async def compile(self, spec: QuerySpec) -> None:
+    async def evaluate_rules(self, spec: RuleSetSpec, input_json: str) -> list[Any]:
+        """Each rule's value on `input_json` (the input set once for all), or its own error in its place,
+        as an exception object. Raises `RegoCompileError` when the set does not compile, `RegoWorkerError`
+        when the call failed as a whole (a crash or a timeout)."""
+        self.stats.evaluations += 1
+        return self._outcomes(await self.run(_evaluate_rule_set, self.backend_name, spec, input_json))
+
+    async def compile(self, spec: QuerySpec | RuleSetSpec) -> None:
         """Compile `spec` in a worker to check it at load time; raises `RegoCompileError`."""
         await self.run(_compile_spec, self.backend_name, spec)
 
@@ -222,7 +267,7 @@ class RegoPool:
         """Run `fn(*args)` in a worker with the pool's timeout and crash handling.
 
         `fn` must be importable by name (a module-level function) in process mode. Raises
-        `RegoCompileError`/`RegoEvalError` from the worker, or `RegoEvalError` for a crash or timeout.
+        `RegoCompileError`/`RegoEvalError` from the worker, or `RegoWorkerError` for a crash or timeout.
         """
         if self.isolation == "inline":  # on the loop: nothing can time out or crash apart, nothing to limit
             ok, value = call_in_worker(fn, *args)
@@ -234,12 +279,12 @@ class RegoPool:
             except trio_parallel.BrokenWorkerError as exc:
                 self.stats.crashes += 1
                 log.error("Rego worker crashed (%s); it will be replaced", exc)
-                raise RegoEvalError(f"Rego worker crashed: {exc}") from None
+                raise RegoWorkerError(f"Rego worker crashed: {exc}") from None
             return self._result(ok, value)
         self.stats.timeouts += 1
         fate = "worker killed" if self.isolation == "process" else "thread abandoned"
         log.error("Rego evaluation timed out after %gs; %s", self.timeout, fate)
-        raise RegoEvalError(f"timed out after {self.timeout:g}s")
+        raise RegoWorkerError(f"timed out after {self.timeout:g}s")
 
     def _result(self, ok: bool, value: Any) -> Any:
         if ok:
@@ -332,8 +377,10 @@ __all__ = [
     "DEFAULT_EVALUATION_TIMEOUT",
     "PoolStats",
     "QuerySpec",
+    "RuleSetSpec",
     "RegoCompileError",
     "RegoPool",
+    "RegoWorkerError",
     "call_in_worker",
     "open_rego_pool",
 ]

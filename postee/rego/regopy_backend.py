@@ -164,6 +164,48 @@ class RegopyQuery:
         return value
 
 
+RULEBOOK_PACKAGE = "postee_rulebook_answers"
+"""The package of the module that asks every rule of a rule set at once (regopy has no per-rule call)."""
+
+
+class RegopyRules:
+    """Rules asked in ONE query, a generated partial object of their answers, on an input set once.
+
+    A rule that errors makes that query fail as a whole; the rules are then asked each in its own
+    bundle (built on the same interpreter, the first time one is needed), so the error is its rule's
+    alone. One thread only, like `RegopyQuery`."""
+
+    def __init__(self, interpreter: regopy.Interpreter, together: RegopyQuery, rules: tuple[str, ...]) -> None:
+        self._interpreter = interpreter
+        self._together = together
+        self._rules = rules
+        self._alone: dict[str, RegopyQuery] = {}
+
+    def evaluate_each(self, input_json: str) -> list[Any]:
+        try:
+            answers = self._together.evaluate(input_json)
+        except RegoEvalError:
+            return [self._ask_alone(rule, input_json) for rule in self._rules]
+        answers = answers if isinstance(answers, dict) else {}
+        return [answers.get(str(index), UNDEFINED) for index in range(len(self._rules))]
+
+    def _ask_alone(self, rule: str, input_json: str) -> Any:
+        try:
+            query = self._alone.get(rule)
+            if query is None:
+                built, variable = _binding_query(rule)
+                bundle = self._interpreter.build(built)
+                if not bundle.ok():
+                    messages = _node_messages(rego_shared.rego_bundle_node(bundle._impl))
+                    return RegoEvalError("; ".join(dict.fromkeys(messages)) or "bundle build failed", rule)
+                query = self._alone[rule] = RegopyQuery(self._interpreter, bundle, rule, variable)
+            return query.evaluate(input_json)
+        except regopy.RegoError as exc:
+            return RegoEvalError(str(exc) or "evaluation failed", rule)
+        except RegoEvalError as exc:
+            return exc
+
+
 class RegopyBackend:
     """Compiles Postee-dialect modules with regopy through the compatibility rewrites."""
 
@@ -204,6 +246,13 @@ class RegopyBackend:
             only = next(iter(modules)) if len(modules) == 1 else None
             raise RegoCompileError("; ".join(dict.fromkeys(messages)) or "bundle build failed", only)
         return RegopyQuery(interpreter, bundle, query, variable)
+
+    def compile_rules(self, modules: Mapping[str, str], rules: tuple[str, ...]) -> RegopyRules:
+        """`modules` and a generated module collecting every rule's answer, for asking them at once."""
+        answers = "".join(f'answers["{index}"] = value {{ value := {rule} }}\n' for index, rule in enumerate(rules))
+        together = self.compile({**modules, f"{RULEBOOK_PACKAGE}.rego": f"package {RULEBOOK_PACKAGE}\n\n{answers}"},
+                                f"x = data.{RULEBOOK_PACKAGE}.answers")
+        return RegopyRules(together._interpreter, together, rules)
 
     @staticmethod
     def _compile_error(

@@ -136,10 +136,49 @@ class RegorusQuery:
             raise self._eval_error(exc) from None
 
     def _eval_error(self, exc: BaseException) -> RegoEvalError:
-        message, file, line = _parse_error(exc)
-        if file is not None:
-            message = f"{file}:{line}: {message}"
-        return RegoEvalError(message, self._query)
+        return _eval_error(exc, self._query)
+
+
+def _eval_error(exc: BaseException, query: str) -> RegoEvalError:
+    message, file, line = _parse_error(exc)
+    if file is not None:
+        message = f"{file}:{line}: {message}"
+    return RegoEvalError(message, query)
+
+
+class RegorusRules:
+    """Rules compiled into one regorus engine, asked one by one (`eval_rule`) on an input set once.
+
+    Each rule fails alone: regorus checks a rule when it is first reached, and an error in one rule's
+    evaluation does not touch the others. Use it only from the thread that compiled it."""
+
+    def __init__(self, engine: regorus.Engine, rules: tuple[str, ...]) -> None:
+        self._engine = engine
+        self._rules = rules
+        self._thread = threading.get_ident()
+
+    def evaluate_each(self, input_json: str) -> list[Any]:
+        if threading.get_ident() != self._thread:
+            raise RegoEvalError("regorus rules must be evaluated on the thread that compiled them")
+        try:
+            self._engine.set_input_json(input_json)
+        except Exception as exc:
+            raise RegoEvalError(f"input is not valid JSON: {_parse_error(exc)[0]}") from None
+        return [self._ask(rule) for rule in self._rules]
+
+    def _ask(self, rule: str) -> Any:
+        """The rule's value; `UNDEFINED` for none (regorus says None, which a JSON null also is: only
+        `true` matters to a route rule); its error, as a value."""
+        try:
+            value = self._engine.eval_rule(rule)
+        except Exception as exc:
+            if _NOT_AN_I64 not in str(exc):
+                return _eval_error(exc, rule)
+            try:
+                value = json.loads(self._engine.eval_rule_as_json(rule))
+            except Exception as exc:
+                return _eval_error(exc, rule)
+        return UNDEFINED if value is None else _plain(value)
 
 
 class RegorusBackend:
@@ -152,6 +191,14 @@ class RegorusBackend:
 
         Raises `RegoCompileError` with the file and line of the first syntax error.
         """
+        return RegorusQuery(self._engine(modules), query)
+
+    def compile_rules(self, modules: Mapping[str, str], rules: tuple[str, ...]) -> RegorusRules:
+        """Parse `modules` into a fresh engine for asking each of `rules`."""
+        return RegorusRules(self._engine(modules), rules)
+
+    @staticmethod
+    def _engine(modules: Mapping[str, str]) -> regorus.Engine:
         engine = regorus.Engine()
         engine.set_rego_v0(True)
         engine.add_extension(JSONFORMAT_BUILTIN, 1, _jsonformat)
@@ -161,4 +208,4 @@ class RegorusBackend:
             except Exception as exc:
                 message, file, line = _parse_error(exc)
                 raise RegoCompileError(message, file or filename, line) from None
-        return RegorusQuery(engine, query)
+        return engine

@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
 
 from postee.rego.engine import RegoCompileError, RegoEvalError
-from postee.rego.pool import QuerySpec, RegoPool
+from postee.rego.namespace import move_query_under, move_under
+from postee.rego.pool import QuerySpec, RegoPool, RuleSetSpec
 
 ENV_FILTERS_PATH = "REGO_FILTERS_PATH"
 DEFAULT_FILTERS_PATH = "./rego-filters"
@@ -149,3 +150,61 @@ def build_rule(
     inline_name = f"route-{route}.rego"
     spec = QuerySpec.build({inline_name: wrap_inline(input_text)}, RULE_QUERY)
     return RouteRule(route, spec, inline_name, max(1, len(input_text.splitlines())))
+
+
+@attrs.frozen
+class CombinedRules:
+    """Several routes' rules compiled together, each asked apart on one input (see `combine_rules`).
+    `keys` maps each route to its rule's index in `spec.rules` (its namespace is `rule_<index>`)."""
+
+    spec: RuleSetSpec
+    keys: dict[str, int]
+
+    def outcome(self, route: str, outcomes: Sequence[Any]) -> Any:
+        """The route's outcome among `outcomes` (`RegoPool.evaluate_rules`), an error's text as the rule
+        alone would have said it: its files and references back out of the rule's namespace."""
+        index = self.keys[route]
+        value = outcomes[index]
+        if isinstance(value, RegoEvalError | RegoCompileError):
+            return _out_of_namespace(value, f"rule_{index}")
+        return value
+
+
+def _out_of_namespace(error: RegoEvalError | RegoCompileError, namespace: str) -> RegoEvalError | RegoCompileError:
+    def back(text: str | None) -> str | None:
+        if text is None:
+            return None
+        return text.replace(f"{namespace}/", "").replace(f"data.{namespace}.", "data.")
+    if isinstance(error, RegoCompileError):
+        return RegoCompileError(back(error.message) or "", back(error.file), error.line)
+    return RegoEvalError(back(error.message) or "", back(error.query))
+
+
+def combine_rules(rules: Iterable[RouteRule]) -> CombinedRules | None:
+    """Every route's rule compiled into one module set, each under a namespace of its own
+    (`postee.rego.namespace`), to be asked apart on one input; None for fewer than two distinct rules.
+
+    The event is then handed to the engine, and converted to its input, once for all routes instead of
+    once per route: the engine's input conversion is most of a simple rule's cost. Routes with the same
+    rule (same modules) share it. Each route's semantics are kept: its modules see only their own
+    `data`, as in an engine of their own, and its errors are its own (`CompiledRules`).
+    """
+    namespaces: dict[tuple[tuple[str, ...], str], int] = {}
+    modules: dict[str, str] = {}
+    paths: list[str] = []
+    keys: dict[str, int] = {}
+    for rule in rules:
+        if rule.spec is None:
+            continue
+        same_rule = (tuple(source for _, source in rule.spec.modules), rule.spec.query)  # names aside
+        index = namespaces.get(same_rule)
+        if index is None:
+            index = namespaces[same_rule] = len(paths)
+            namespace = f"rule_{index}"
+            for name, source in rule.spec.modules:
+                modules[f"{namespace}/{name}"] = move_under(source, namespace)
+            paths.append(move_query_under(rule.spec.query, namespace))
+        keys[rule.route] = index
+    if len(paths) < 2:
+        return None
+    return CombinedRules(RuleSetSpec(tuple(sorted(modules.items())), tuple(paths)), keys)
