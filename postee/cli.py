@@ -144,6 +144,9 @@ def configure_logging(environ: Mapping[str, str]) -> None:
     level = logging.DEBUG if debug else logging.INFO
     logging.basicConfig(level=level, stream=_CurrentStderr(),  # type: ignore[arg-type]
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request's full URL at INFO: a webhook URL's path and userinfo are its secrets.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,

@@ -7,12 +7,18 @@ bounded and failures become `ActionError`s classified the same way for the retry
 - timeouts, refused/reset connections, 5xx, 408 and 429 → retryable (429/503 with Retry-After);
 - other 4xx, an unusable URL, a certificate that fails verification → not retryable.
 
+The actions configured by one URL (`UrlAction`: webhook, http, slack, teams) hold a `LeanClient`
+instead (`postee.actions.lean_http`, issue #15): the same requests and the same failures for a fraction
+of httpx's CPU, with the httpx client inside for what it does not do itself; `request` and
+`send_request` take either.
+
 Error messages name the remote by scheme, host and port only: webhook URLs often carry secrets in
 their path (Slack, Teams), and errors end up in logs.
 """
 
 from __future__ import annotations
 
+import functools
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -25,6 +31,7 @@ import trio
 
 from postee import __version__
 from postee.actions.base import MAX_OUTPUT_CHARS, NOT_OPENED, Action, ActionError, SendResult, define_action, excerpt
+from postee.actions.lean_http import LeanClient, Plan
 from postee.actions.settings import Kind, setting
 
 USER_AGENT = f"postee-py/{__version__}"
@@ -37,6 +44,9 @@ RETRYABLE_STATUSES = frozenset({408, 425, 429})
 
 Verify = bool | str | ssl.SSLContext
 """True (system CAs), False (no verification), a CA bundle path, or a ready SSL context."""
+
+Client = httpx.AsyncClient | LeanClient
+"""What `request` and `send_request` take: an httpx client, or the lean one (which holds an httpx client)."""
 
 
 def make_ssl_context(verify: Verify) -> ssl.SSLContext:
@@ -62,6 +72,12 @@ async def open_http_client(
     `httpx.AsyncClient` as they are (`auth`, `base_url`, a `transport` for a unix socket, ...).
     """
     context = await trio.to_thread.run_sync(make_ssl_context, verify)
+    return _httpx_client(context, timeout, headers, options)
+
+
+def _httpx_client(
+    context: ssl.SSLContext, timeout: float, headers: Mapping[str, str] | None, options: Mapping[str, Any]
+) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout),
         verify=context,
@@ -71,8 +87,20 @@ async def open_http_client(
     )
 
 
+async def open_lean_client(*, timeout: float, verify: Verify = True, **options: Any) -> LeanClient:
+    """A `LeanClient` around the client `open_http_client` would make (same TLS context, headers, cookies).
+
+    With `options` (auth, base_url, a transport, ...), which only httpx implements, every request goes
+    through the httpx client.
+    """
+    context = await trio.to_thread.run_sync(make_ssl_context, verify)
+    fallback = _httpx_client(context, timeout, None, options)
+    return LeanClient(fallback, context, timeout, enabled=not options)
+
+
+@functools.lru_cache(maxsize=256)
 def describe_url(url: str | httpx.URL) -> str:
-    """`scheme://host:port` of `url`, safe to log."""
+    """`scheme://host:port` of `url`, safe to log. Cached: each send names its URL, mostly the same one."""
     parts = urlsplit(str(url))
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
@@ -92,7 +120,7 @@ class Reply:
 
 @asynccontextmanager
 async def stream(
-    client: httpx.AsyncClient | None, method: str, url: str, *, where: str = "", unreachable: str = "", **kwargs: Any
+    client: Client | None, method: str, url: str, *, where: str = "", unreachable: str = "", **kwargs: Any
 ) -> AsyncIterator[httpx.Response]:
     """A streamed request whose failures, while connecting or while the caller reads, become `ActionError`s.
 
@@ -100,24 +128,32 @@ async def stream(
     unusable URL, a certificate that fails verification, too many redirects are not. Messages
     start with `where` (default `METHOD scheme://host:port`); `unreachable` is put before the
     cause of a connection failure (e.g. "cannot reach the Docker daemon at ...: "). The status is
-    not checked: that is the caller's (see `check_response`).
+    not checked: that is the caller's (see `check_response`). A `LeanClient` streams through its httpx client.
     """
     if client is None:
         raise RuntimeError(NOT_OPENED)
+    if isinstance(client, LeanClient):
+        client = client.fallback
     where = where or f"{method} {describe_url(url)}"
     try:
         async with client.stream(method, url, **kwargs) as response:
             yield response
-    except httpx.TimeoutException as exc:
-        raise ActionError(f"{where}: timed out ({type(exc).__name__})", retryable=True) from None
-    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-        raise ActionError(f"{where}: unusable URL: {exc}", retryable=False) from None
-    except httpx.TransportError as exc:
+    except (httpx.RequestError, httpx.InvalidURL) as exc:
+        raise action_error(exc, where, unreachable) from None
+
+
+def action_error(exc: httpx.RequestError | httpx.InvalidURL, where: str, unreachable: str = "") -> ActionError:
+    """The `ActionError` for an httpx failure to get a reply, classified as `stream` documents."""
+    if isinstance(exc, httpx.TimeoutException):
+        return ActionError(f"{where}: timed out ({type(exc).__name__})", retryable=True)
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return ActionError(f"{where}: unusable URL: {exc}", retryable=False)
+    if isinstance(exc, httpx.TransportError):
         if _caused_by(exc, ssl.SSLCertVerificationError):  # a bad certificate stays bad
-            raise ActionError(f"{where}: TLS certificate verification failed: {exc}", retryable=False) from None
-        raise ActionError(f"{where}: {unreachable}{type(exc).__name__}: {exc}", retryable=True) from None
-    except httpx.RequestError as exc:  # too many redirects, undecodable body: trying again will not help
-        raise ActionError(f"{where}: {type(exc).__name__}: {exc}", retryable=False) from None
+            return ActionError(f"{where}: TLS certificate verification failed: {exc}", retryable=False)
+        return ActionError(f"{where}: {unreachable}{type(exc).__name__}: {exc}", retryable=True)
+    # too many redirects, undecodable body: trying again will not help
+    return ActionError(f"{where}: {type(exc).__name__}: {exc}", retryable=False)
 
 
 async def read_bounded(response: httpx.Response, limit: int, *, where: str = "") -> bytes:
@@ -136,7 +172,7 @@ async def read_bounded(response: httpx.Response, limit: int, *, where: str = "")
 
 
 async def request(
-    client: httpx.AsyncClient | None,
+    client: Client | None,
     method: str,
     url: str,
     *,
@@ -149,14 +185,32 @@ async def request(
     """One request, its body read up to `limit` bytes (`whole`: a longer one is an error, not cut).
 
     Failures to get a reply are `ActionError`s as `stream` classifies them; any status is returned.
+    A `LeanClient` sends what it can itself (`LeanClient.plan`), the rest through its httpx client.
     """
     where = where or f"{method} {describe_url(url)}"
+    if isinstance(client, LeanClient):
+        plan = client.plan(method, url, **kwargs)
+        if plan is not None:
+            return await _lean_request(client, plan, where, limit, whole, unreachable)
     async with stream(client, method, url, where=where, unreachable=unreachable, **kwargs) as response:
         body = await read_bounded(response, limit, where=where if whole else "")
     return Reply(response.status_code, response.headers, body)
 
 
-async def send_request(client: httpx.AsyncClient | None, method: str, url: str, **kwargs: Any) -> SendResult:
+async def _lean_request(client: LeanClient, plan: Plan, where: str, limit: int, whole: bool, unreachable: str) -> Reply:
+    """`request` through the lean client: the same reply, the same `ActionError`s."""
+    try:
+        status, headers, body = await client.send(plan, limit)
+    except httpx.RequestError as exc:
+        raise action_error(exc, where, unreachable) from None
+    if len(body) > limit:
+        if whole:
+            raise ActionError(f"{where}: reply larger than {limit} bytes", retryable=False)
+        body = body[:limit]
+    return Reply(status, headers, body)
+
+
+async def send_request(client: Client | None, method: str, url: str, **kwargs: Any) -> SendResult:
     """Send one request; a 2xx reply becomes a `SendResult`, anything else an `ActionError`."""
     where = f"{method} {describe_url(url)}"
     reply = await request(client, method, url, where=where, **kwargs)
@@ -239,6 +293,27 @@ class HttpClientAction(Action):
 
 @define_action
 class UrlAction(HttpClientAction):
-    """An HTTP action configured by a single `url` (webhook, slack, teams): the settings part they share."""
+    """An HTTP action configured by a single `url` (webhook, http, slack, teams): the settings part they share.
+
+    Its `client` is a `LeanClient` (`postee.actions.lean_http`), which `send_request` and `request`
+    accept: the same requests and failures as the httpx client, which it holds for what it does not do
+    itself (see its module doc), for a fraction of the CPU (issue #15). With `client_options()` (auth, a
+    base_url, a transport), everything goes through that httpx client.
+    """
 
     url: str = setting("url", kind=Kind.URL, required=True)
+    _lean: LeanClient | None = attrs.field(default=None, init=False)
+
+    @property
+    def client(self) -> LeanClient | None:  # type: ignore[override]
+        return self._lean
+
+    async def open(self) -> None:
+        if self._lean is None:
+            self._lean = await open_lean_client(timeout=self.timeout, verify=self.verify, **self.client_options())
+            self._client = self._lean.fallback
+
+    async def aclose(self) -> None:
+        lean, self._lean, self._client = self._lean, None, None
+        if lean is not None:
+            await lean.aclose()
