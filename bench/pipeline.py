@@ -473,8 +473,18 @@ def bench_engine(
             result["answer_p99"] = percentile(load["answer_ms"], 0.99)
 
             settle(daemon, client, sink, routes * args.latency_events)
-            result["rss_before"] = daemon.status("VmRSS")
             in_ring = min(RECENT_EVENTS, WARMUP_EVENTS + args.events + args.latency_events)
+            if args.bursts and in_ring < RECENT_EVENTS:
+                # The `/events` ring keeps the last 1000 events by design (~19 MB here): filled first, so
+                # what a burst adds is measured apart from it (the ring's estimate is still reported).
+                fill = RECENT_EVENTS - in_ring
+                print(f"[{engine}] filling the /events ring: {fill} events ...", flush=True)
+                client.get(f"{sink}/_reset")
+                run_load(daemon.url, events=fill, seq0=3_000_000, concurrency=args.concurrency, rate=None, retry=True)
+                settle(daemon, client, sink, routes * fill)
+                result["ring_filled"] = fill
+                in_ring = RECENT_EVENTS
+            result["rss_before"] = daemon.status("VmRSS")
             burst_rate = args.burst_factor * result["throughput"]
             burst_events = max(1, round(burst_rate * args.burst_seconds))
             result["burst_rate"] = burst_rate
@@ -524,13 +534,14 @@ def report(result: dict[str, Any]) -> None:
         ("pipeline events/s", f"{r['throughput']:.1f}",
          f"webhook intake {r['intake_rate']:.0f}/s, {r['throughput_503']} x 503 retried"),
         ("floor events/s (engine alone, 2 procs)", f"{r['floor']:.1f}", "3 rules + 1 render per event"),
-        ("ratio pipeline / floor", f"{ratio:.2f}", "goal >= 0.8"),
+        ("ratio pipeline / floor", f"{ratio:.2f}", "issue #15 goal: regorus >= 0.5, regopy >= 0.9"),
         ("floor CPU ms/event (2 procs x wall / N)", f"{2000 / r['floor']:.2f}", ""),
         *((f"CPU ms/event, {name}", f"{value:.2f}", "throughput phase") for name, value in r["cpu_ms"].items()),
         ("latency p50 ms", f"{r['p50']:.1f}", f"paced at {r['latency_rate']:.1f} events/s"),
         ("latency p99 ms", f"{r['p99']:.1f}", f"{r['latency_503']} x 503 while paced"),
         ("webhook answer p50 / p99 ms", f"{r['answer_p50']:.1f}", f"/ {r['answer_p99']:.1f} (POST -> 200, same phase)"),
-        ("daemon VmRSS before the burst MB", f"{r['rss_before'] / 1024:.1f}", ""),
+        ("daemon VmRSS before the burst MB", f"{r['rss_before'] / 1024:.1f}",
+         f"/events ring filled first ({r['ring_filled']} more events)" if r.get("ring_filled") else ""),
     ]
     for i, b in enumerate(r["bursts"], 1):
         change = (b["rss_after"] - r["rss_before"]) / r["rss_before"] * 100

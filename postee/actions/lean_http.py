@@ -94,6 +94,17 @@ CALLER_ONLY_HEADERS = frozenset({"host", "content-length", "transfer-encoding", 
 
 _TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
 _PLAIN_VALUE = re.compile(r"(?:[\x21-\x7e](?:[ \t]*[\x21-\x7e])*)?")
+
+
+def _plain_value(value: str) -> bool:
+    """`_PLAIN_VALUE.fullmatch(value)`, without the regex for the usual value: the http action's
+    `Postee-Event` header is a whole description in base64 (tens of kilobytes), where the regex's
+    nested repetition cost ~0.5 ms per request."""
+    if not value:
+        return True
+    if not value.isascii() or value[0] in " \t" or value[-1] in " \t":
+        return False
+    return value.isprintable() or _PLAIN_VALUE.fullmatch(value) is not None
 """A header value the fast path sends: printable ASCII, blanks only inside (h11 refuses others)."""
 
 _HEAD_END = re.compile(rb"\n\r?\n")
@@ -507,7 +518,7 @@ class LeanClient:
             name, value = item
             if type(name) is not str or type(value) is not str:
                 return None
-            if not _TOKEN.fullmatch(name) or not _PLAIN_VALUE.fullmatch(value):
+            if not _TOKEN.fullmatch(name) or not _plain_value(value):
                 return None
             lower = name.lower()
             if lower in CALLER_ONLY_HEADERS:
