@@ -61,6 +61,8 @@ def _read_headers(settings: SettingsReader, key: str) -> Headers:
         for value in _header_values(settings, where, values):
             if "\r" in value or "\n" in value:
                 settings.problem(where, "a header value cannot contain a line break")
+            elif not value.isascii():  # every send would fail encoding it
+                settings.problem(where, "a header value must be ASCII text")
             else:
                 headers.append((name, value))
     return tuple(headers)

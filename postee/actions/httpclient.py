@@ -19,6 +19,7 @@ their path (Slack, Teams), and errors end up in logs.
 from __future__ import annotations
 
 import functools
+import http.cookiejar
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -78,13 +79,16 @@ async def open_http_client(
 def _httpx_client(
     context: ssl.SSLContext, timeout: float, headers: Mapping[str, str] | None, options: Mapping[str, Any]
 ) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
+    client = httpx.AsyncClient(
         timeout=httpx.Timeout(timeout),
         verify=context,
         follow_redirects=True,
         headers={"User-Agent": USER_AGENT, **(headers or {})},
         **options,
     )
+    if "cookies" not in options:
+        keep_no_cookies(client)
+    return client
 
 
 async def open_lean_client(*, timeout: float, verify: Verify = True, **options: Any) -> LeanClient:
@@ -96,6 +100,12 @@ async def open_lean_client(*, timeout: float, verify: Verify = True, **options: 
     context = await trio.to_thread.run_sync(make_ssl_context, verify)
     fallback = _httpx_client(context, timeout, None, options)
     return LeanClient(fallback, context, timeout, enabled=not options)
+
+
+def keep_no_cookies(client: httpx.AsyncClient) -> None:
+    """Make `client`'s cookie jar keep nothing: Postee's Go client has no jar, so a remote's `Set-Cookie`
+    never comes back on later requests (with a jar, one non-ASCII cookie broke every later request)."""
+    client.cookies.jar.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
 
 @functools.lru_cache(maxsize=256)
@@ -201,7 +211,7 @@ async def _lean_request(client: LeanClient, plan: Plan, where: str, limit: int, 
     """`request` through the lean client: the same reply, the same `ActionError`s."""
     try:
         status, headers, body = await client.send(plan, limit)
-    except httpx.RequestError as exc:
+    except (httpx.RequestError, httpx.InvalidURL) as exc:  # InvalidURL: a redirect's Location, as in `stream`
         raise action_error(exc, where, unreachable) from None
     if len(body) > limit:
         if whole:

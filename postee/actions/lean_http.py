@@ -94,6 +94,7 @@ CALLER_ONLY_HEADERS = frozenset({"host", "content-length", "transfer-encoding", 
 
 _TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
 _PLAIN_VALUE = re.compile(r"(?:[\x21-\x7e](?:[ \t]*[\x21-\x7e])*)?")
+"""A header value the fast path sends: printable ASCII, blanks only inside (h11 refuses others)."""
 
 
 def _plain_value(value: str) -> bool:
@@ -105,7 +106,6 @@ def _plain_value(value: str) -> bool:
     if not value.isascii() or value[0] in " \t" or value[-1] in " \t":
         return False
     return value.isprintable() or _PLAIN_VALUE.fullmatch(value) is not None
-"""A header value the fast path sends: printable ASCII, blanks only inside (h11 refuses others)."""
 
 _HEAD_END = re.compile(rb"\n\r?\n")
 """Where h11 ends a head: the first blank line."""
@@ -853,11 +853,17 @@ class LeanClient:
         busy = [connection for connection in self._open if connection not in idle]
         self._open.clear()
         self._slot_freed.unpark_all()
-        for connection in idle:
-            await self._close(connection)
-        for connection in busy:
-            await trio.aclose_forcefully(connection.stream)
-        await self.fallback.aclose()
+        try:
+            for connection in idle:
+                await self._close(connection)
+        finally:
+            # Often run in a cancelled scope (an action's `async with` exit at shutdown), where the first
+            # checkpoint raises: shielded, as httpcore closes its connections, so none is left to the GC.
+            # Forceful closes are quick (and a no-op on a stream closed already).
+            with trio.CancelScope(shield=True):
+                for connection in idle + busy:
+                    await trio.aclose_forcefully(connection.stream)
+                await self.fallback.aclose()
 
 
 def _redirect_url(url: httpx.URL, location: str) -> httpx.URL:

@@ -322,3 +322,14 @@ async def test_non_finite_numbers_never_make_the_json_body_invalid():
         "ok": 1.5,
         "text": "n=NaN big=Infinity",
     }
+
+
+async def test_a_header_value_that_is_not_ascii_is_a_config_error():
+    """HTTP header values are bytes; httpx (and the lean client) encode them as ASCII, so a value like
+    `Zürich` would fail every send at run time: it is refused at load time, named."""
+    spec = http_spec("http://127.0.0.1:1/", headers={"X-Team": ["Zürich"]})
+    with pytest.raises(ActionConfigError) as info:
+        build_action(spec)
+    [(key, message)] = info.value.problems
+    assert key == "headers.X-Team" and "ASCII" in message
+    build_action(http_spec("http://127.0.0.1:1/", headers={"X-Team": ["Zurich"]}))

@@ -374,7 +374,8 @@ async def test_a_redirect_to_another_origin_drops_authorization_and_names_the_ne
     assert b"Cookie" not in second  # the cookie is the first host's
 
 
-async def test_cookies_are_kept_and_sent_back_as_httpx_does():
+async def test_cookies_a_remote_sets_are_never_sent_back_as_in_postee():
+    """Postee's Go client has no cookie jar: neither client keeps what a `Set-Cookie` says."""
     async with open_raw_server(scripted) as server:
         runs = []
         for opener in (open_http_client, open_lean_client):
@@ -386,9 +387,7 @@ async def test_cookies_are_kept_and_sent_back_as_httpx_does():
             runs.append((outcomes, [r.head for r in server.requests]))
     assert runs[0] == runs[1]
     heads = runs[1][1]
-    assert b"Cookie" not in heads[0]
-    assert b"Cookie: sid=abc123\r\n" in heads[1]
-    assert b"Cookie: sid=abc123; step=one\r\n" in heads[3] or b"Cookie: step=one; sid=abc123\r\n" in heads[3]
+    assert len(heads) >= 4 and not any(b"Cookie" in head for head in heads)
 
 
 async def test_connection_refused_is_retryable_with_httpx_message(closed_port_url):
