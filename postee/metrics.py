@@ -62,6 +62,12 @@ class Metrics:
         self.config_reloads = Counter("postee_config_reloads", "Config reloads", ["outcome"], registry=r)
         self.ready = Gauge("postee_ready", "1 when the daemon is ready to accept events", registry=r)
         self.runner_events = Counter("postee_runner_events", "Events reported by runners", ["runner"], registry=r)
+        self.handovers = Counter("postee_handovers", "Events handed over to another side for a route's next step "
+                                 "(side: the runner of that step, or controller)", ["route", "side"], registry=r)
+        self.dispatch_expired = Counter("postee_dispatch_expired", "Steps for a runner recorded expired: not "
+                                        "taken within runner-dispatch-ttl", ["runner", "route"], registry=r)
+        self.dispatch_pending = Gauge("postee_dispatch_pending", "Steps waiting for their runner to take them",
+                                      ["runner"], registry=r)
         self.runner_executions = Counter("postee_runner_executions", "Action executions reported by runners",
                                          ["runner", "action", "status"], registry=r)
         self.runner_execution_seconds = Histogram("postee_runner_execution_seconds",

@@ -29,8 +29,10 @@ import attrs
 
 from postee.bus.protocol import (
     CONFIG_CHANGED_SUBJECT,
+    DISPATCH_NOTICE_PREFIX,
     LEGACY_SUBJECTS,
     RUNNER_SUBJECT_PREFIX,
+    dispatch_notice_subject,
     runner_config_subject,
     runner_inbox_prefix,
     subject_token,
@@ -65,7 +67,8 @@ def controller_permissions() -> Permissions:
     A requester names its reply subject and the server does not check it, so a controller that could
     publish anywhere could be made to publish on a runner's own subjects."""
     return Permissions(
-        publish_allow=("_INBOX.>", CONFIG_CHANGED_SUBJECT, f"{CONFIG_CHANGED_SUBJECT}.>"),
+        publish_allow=("_INBOX.>", CONFIG_CHANGED_SUBJECT, f"{CONFIG_CHANGED_SUBJECT}.>",
+                       f"{DISPATCH_NOTICE_PREFIX}.>"),
         subscribe_allow=(">",),
     )
 
@@ -74,7 +77,8 @@ def runner_permissions(runner: str) -> Permissions:
     """A runner with its own key: its own subjects, its own inbox, the announcements for it."""
     return Permissions(
         publish_allow=(f"{RUNNER_SUBJECT_PREFIX}.{subject_token(runner)}.>",),
-        subscribe_allow=(f"{runner_inbox_prefix(runner)}.>", CONFIG_CHANGED_SUBJECT, runner_config_subject(runner)),
+        subscribe_allow=(f"{runner_inbox_prefix(runner)}.>", CONFIG_CHANGED_SUBJECT, runner_config_subject(runner),
+                         dispatch_notice_subject(runner)),
     )
 
 
@@ -85,9 +89,11 @@ def shared_seed_permissions(keyed_runners: Iterable[str] = ()) -> Permissions:
     return Permissions(
         publish_allow=(*LEGACY_SUBJECTS.values(), f"{RUNNER_SUBJECT_PREFIX}.>"),
         publish_deny=tuple(f"{RUNNER_SUBJECT_PREFIX}.{subject_token(name)}.>" for name in keyed),
-        subscribe_allow=("_INBOX.>", CONFIG_CHANGED_SUBJECT, f"{CONFIG_CHANGED_SUBJECT}.>"),
+        subscribe_allow=("_INBOX.>", CONFIG_CHANGED_SUBJECT, f"{CONFIG_CHANGED_SUBJECT}.>",
+                         f"{DISPATCH_NOTICE_PREFIX}.>"),
         subscribe_deny=tuple(
             pattern for name in keyed
-            for pattern in (f"{runner_inbox_prefix(name)}.>", runner_config_subject(name))
+            for pattern in (f"{runner_inbox_prefix(name)}.>", runner_config_subject(name),
+                            dispatch_notice_subject(name))
         ),
     )

@@ -53,7 +53,9 @@ CONFIG_KIND = "config"
 EVENTS_KIND = "events"
 EXECUTIONS_KIND = "executions"
 HEARTBEAT_KIND = "heartbeat"
-RUNNER_KINDS = (CONFIG_KIND, EVENTS_KIND, EXECUTIONS_KIND, HEARTBEAT_KIND)
+HANDOVERS_KIND = "handovers"
+"""A runner asking the controller for the steps handed over to it (`postee.pipeline.plan`); no Postee subject."""
+RUNNER_KINDS = (CONFIG_KIND, EVENTS_KIND, EXECUTIONS_KIND, HEARTBEAT_KIND, HANDOVERS_KIND)
 #: Postee's shared subject for each kind.
 LEGACY_SUBJECTS = {CONFIG_KIND: CONFIG_SUBJECT, EVENTS_KIND: EVENTS_SUBJECT,
                    EXECUTIONS_KIND: EXECUTIONS_SUBJECT, HEARTBEAT_KIND: HEARTBEAT_SUBJECT}
@@ -127,11 +129,33 @@ def runner_config_subject(runner: str) -> str:
     return f"{CONFIG_CHANGED_SUBJECT}.{subject_token(runner)}"
 
 
+DISPATCH_NOTICE_PREFIX = "postee.dispatch"
+
+
+def dispatch_notice_subject(runner: str) -> str:
+    """`postee.dispatch.<name>`: the controller's notice to one runner that steps wait for it (no payload
+    to trust: the runner fetches them from the controller on its own subject)."""
+    return f"{DISPATCH_NOTICE_PREFIX}.{subject_token(runner)}"
+
+
+def dispatch_store_subject(runner: str) -> str:
+    """Under which subject a controller's store keeps the steps waiting for `runner` (never sent as is)."""
+    return f"dispatch:{runner}"
+
+
 HEADER_RUNNER = "Postee-Runner"
 HEADER_EVENT_ID = "Postee-Event-Id"
 HEADER_ROUTE = "Postee-Route"
 """On an event posted to a runner's `POST /tenant/{route}`: the controller runs only that route."""
 HEADER_CONFIG_VERSION = "Postee-Config-Version"
+HEADER_STEP = "Postee-Step"
+"""On an event handed over (`postee.pipeline.plan`): the step of `Postee-Route` it continues at."""
+HEADER_ONLY_STEP = "Postee-Step-Only"
+"""`1`: run that step alone (a dispatch); `0`: run on from it."""
+HEADER_ORIGIN = "Postee-Origin-Event"
+"""On an event handed over: its id where it entered (`Postee-Event-Id` is the handover's own)."""
+HEADER_ENTERED = "Postee-Entered-At"
+"""On an event handed over: the runner it entered at, or empty for the controller."""
 
 ACK = b"ack"
 NACK_PREFIX = b"nack:"

@@ -28,6 +28,7 @@ from postee.config.env import env_keys, resolve_env
 from postee.config.model import (
     ACTION_GENERIC_KEYS,
     DEFAULT_DB_VERIFY_INTERVAL_HOURS,
+    DEFAULT_RUNNER_DISPATCH_TTL,
     Config,
     Plugins,
     RouteConfig,
@@ -38,9 +39,12 @@ from postee.values.sizes import parse_size
 
 TOP_KEYS = frozenset(
     {"name", "aqua-server", "max-db-size", "db-verify-interval", "delete-old-data", "routes", "templates",
-     "actions", "rules", "ingest-token"}
+     "actions", "rules", "ingest-token", "dispatch-to-runners", "runner-dispatch-ttl"}
 )
-ROUTE_KEYS = frozenset({"name", "input", "input-files", "actions", "template", "serialize-actions", "plugins"})
+PLAN_KEY = "x-postee-plan"
+"""A route's steps across sides, written by a controller into a runner's slice (`postee.pipeline.plan`)."""
+ROUTE_KEYS = frozenset({"name", "input", "input-files", "actions", "template", "serialize-actions", "plugins",
+                        PLAN_KEY})
 PLUGIN_KEYS = frozenset(
     {"aggregate-message-number", "aggregate-message-timeout", "unique-message-props", "unique-message-timeout",
      "policy-show-all"}
@@ -235,8 +239,26 @@ def _route(c: _Collector, m: Mapping[str, Any], path: str) -> RouteConfig:
         template=_str(c, m, "template", path),
         serialize_actions=_bool(c, m, "serialize-actions", path),
         plugins=_plugins(c, m.get("plugins"), _join(path, "plugins")),
+        plan=_plan(c, m.get(PLAN_KEY), _join(path, PLAN_KEY)),
         where=path,
     )
+
+
+def _plan(c: _Collector, value: Any, path: str) -> tuple[tuple[str, str], ...]:
+    """A slice's `x-postee-plan`: `[{action: name, runs-on: runner-or-empty}, ...]`."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        c.error(path, f"expected a list, got {type(value).__name__}")
+        return ()
+    steps = []
+    for i, step in enumerate(value):
+        if not isinstance(step, dict) or not isinstance(step.get("action"), str) \
+                or not isinstance(step.get("runs-on", ""), str):
+            c.error(f"{path}[{i}]", "expected {action: <name>, runs-on: <runner or empty>}")
+            return ()
+        steps.append((step["action"], step.get("runs-on", "").strip()))
+    return tuple(steps)
 
 
 def _template(c: _Collector, m: Mapping[str, Any], path: str) -> TemplateConfig:
@@ -424,8 +446,20 @@ def parse_config(data: Any, *, source: str = "<config>", environ: Mapping[str, s
         actions=tuple(a for _, a in actions),
         rules=tuple(rules),
         source=source,
+        dispatch_to_runners=_bool(c, data, "dispatch-to-runners", ""),
+        runner_dispatch_ttl=_dispatch_ttl(c, data),
     )
     return config, c.problems
+
+
+def _dispatch_ttl(c: _Collector, data: Mapping[str, Any]) -> float:
+    if data.get("runner-dispatch-ttl") in (None, ""):
+        return DEFAULT_RUNNER_DISPATCH_TTL
+    ttl = _duration(c, data, "runner-dispatch-ttl", "")
+    if ttl <= 0:
+        c.error("runner-dispatch-ttl", "must be a positive duration (e.g. 1h, 30m)")
+        return DEFAULT_RUNNER_DISPATCH_TTL
+    return ttl
 
 
 def read_yaml(path: str) -> Any:

@@ -13,6 +13,8 @@ import attrs
 from postee.actions.base import ActionSpec
 
 DEFAULT_DB_VERIFY_INTERVAL_HOURS = 1.0
+DEFAULT_RUNNER_DISPATCH_TTL = 3600.0
+"""Seconds a controller keeps work for an offline runner before recording it expired (`runner-dispatch-ttl`)."""
 ACTION_GENERIC_KEYS = frozenset({"name", "type", "enable", "runs-on"})
 """The keys every action has; all its other keys are its type's settings."""
 
@@ -45,6 +47,9 @@ class RouteConfig:
     template: str = ""
     serialize_actions: bool = False
     plugins: Plugins = attrs.field(factory=Plugins)
+    plan: tuple[tuple[str, str], ...] = ()
+    """Every step of the route as (action, runs-on), as a controller's slice tells a runner (`x-postee-plan`,
+    for a serialized route across sides); empty: the plan follows from the configuration's own actions."""
     where: str = attrs.field(default="", eq=False)
     """Where the entry is in the config file, as problems name it (`routes[2] (name: r2)`)."""
 
@@ -91,6 +96,11 @@ class Config:
     actions: tuple[ActionSpec, ...] = ()
     rules: tuple[object, ...] = ()
     source: str = ""
+    dispatch_to_runners: bool = False
+    """`dispatch-to-runners`: an event that reaches the controller runs the route's `runs-on` actions on
+    their runners (new; Postee never does, so it is off by default)."""
+    runner_dispatch_ttl: float = DEFAULT_RUNNER_DISPATCH_TTL
+    """`runner-dispatch-ttl`: how long work for an offline runner waits before it is recorded expired."""
 
     def route(self, name: str) -> RouteConfig | None:
         return next((r for r in self.routes if r.name == name), None)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from postee.config import yamlio
+from postee.config.loader import PLAN_KEY
 
 TOP_LEVEL_KEPT = ("name", "aqua-server", "max-db-size", "db-verify-interval", "delete-old-data", "rules")
 """Top-level keys passed on; `ingest-token` is the controller's own and stays there."""
@@ -26,8 +27,12 @@ class SliceIndex:
     def __init__(self, data: Mapping[str, Any]) -> None:
         self.data = data
         self.actions: dict[str, list[dict[str, Any]]] = {}
+        self.sides: dict[str, str] = {}
+        """Every action's side: its runner, or "" for the controller (for routes' plans)."""
         for action in _entries(data, "actions"):
             runner = str(action.get("runs-on") or "").strip()
+            if action.get("name"):
+                self.sides.setdefault(str(action["name"]), runner)
             if runner and action.get("name"):
                 self.actions.setdefault(runner, []).append(action)
         self.routes = _entries(data, "routes")
@@ -48,7 +53,7 @@ class SliceIndex:
                 if str(name) in names and str(name) not in mine:
                     mine.append(str(name))
             if mine:
-                routes.append({**route, "actions": mine})
+                routes.append(self._with_plan({**route, "actions": mine}, listed))
         used = {route.get("template") for route in routes}
         templates = [t for t in self.templates if t.get("name") in used]
         out: dict[str, Any] = {key: data[key] for key in TOP_LEVEL_KEPT if key in data}
@@ -56,6 +61,23 @@ class SliceIndex:
         out["templates"] = templates
         out["actions"] = actions
         return out
+
+
+    def _with_plan(self, route: dict[str, Any], listed: list[Any]) -> dict[str, Any]:
+        """A serialized route whose actions run on several sides carries all of its steps (`x-postee-plan`):
+        the runner hands its events over to the side of the next one (`postee.pipeline.plan`). Other
+        routes' slices are Postee's, as they were."""
+        serialized = route.get("serialize-actions")
+        if not (serialized is True or (isinstance(serialized, str) and serialized.strip().lower() == "true")):
+            route.pop(PLAN_KEY, None)
+            return route
+        steps = [{"action": str(name), "runs-on": self.sides[str(name)]} for name in listed
+                 if str(name) in self.sides]
+        if len({step["runs-on"] for step in steps}) > 1:
+            route[PLAN_KEY] = steps
+        else:
+            route.pop(PLAN_KEY, None)
+        return route
 
 
 def runner_slice(data: Mapping[str, Any], runner: str) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from postee.metrics import Metrics
 from postee.pipeline.action_actor import ActionActor, Execution
 from postee.pipeline.events import Event
 from postee.pipeline.ledger import Ledger
+from postee.pipeline.plan import CONTROLLER_SIDE, SideLink, plan_of
 from postee.pipeline.rendering import RenderCache
 from postee.pipeline.route_actor import RouteActor, RouteJob, RouteOutcome, RouteServices
 from postee.pipeline.router import DEFAULT_INTAKE_CAPACITY, Router
@@ -124,6 +125,7 @@ async def build_pipeline(
     on_outcome: Callable[[Event, RouteOutcome], Any] | None = None,
     on_routed: Callable[[Event, int, Any], Any] | None = None,
     replacing: Pipeline | None = None,
+    link: SideLink | None = None,
 ) -> Pipeline:
     """Validate and assemble the pipeline for `config`; raises PipelineError listing every problem.
 
@@ -133,7 +135,8 @@ async def build_pipeline(
     `on_outcome(event, outcome)` hears what each route decided for each event, and `on_routed(event, n,
     decisions)` how many routes it concerns and what their rules decided (`Router`), before any route
     has it. `replacing`: the pipeline a reload replaces; a serialized route of the new one waits for the
-    old one's to drain (order is kept).
+    old one's to drain (order is kept). `link`: the node's side in a controller/runner deployment, for
+    routes whose actions run on several sides (`postee.pipeline.plan`); None: standalone.
     """
     problems: list[str] = []
     warnings: list[str] = []
@@ -196,8 +199,11 @@ async def build_pipeline(
         for name, action in action_objects.items()
     }
     renderer = RenderCache(pool, aqua_server=config.aqua_server, metrics=metrics)
+    dispatching = link is not None and link.side == CONTROLLER_SIDE and config.dispatch_to_runners
     services = RouteServices(pool=pool, store=store, renderer=renderer, library=library, metrics=metrics,
-                             wall_clock=wall_clock, ledger=ledger, on_outcome=on_outcome)
+                             wall_clock=wall_clock, ledger=ledger, on_outcome=on_outcome, link=link,
+                             dispatching=dispatching)
+    specs = {spec.name: spec for spec in config.actions}
     route_actors = {}
     for route in config.routes:
         local = [action_actors[name] for name in route.actions if name in action_actors]
@@ -208,6 +214,7 @@ async def build_pipeline(
             actions=local,
             services=services,
             after=_drained_event(replacing, route.name) if route.serialize_actions else None,
+            plan=plan_of(route, specs) if link is not None else None,
             **({"capacity": mailbox_capacity} if mailbox_capacity else {}),
         )
     rulebook = None if os.environ.get(ENV_RULES_ONE_BY_ONE) == "1" else RuleBook(pool, rules)

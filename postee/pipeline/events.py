@@ -60,6 +60,19 @@ class Event:
     route: str | None = None
     """The one route to run (an event posted to `POST /tenant/{route}`, also when a runner reports it
     upstream); None: every route."""
+    step: int | None = None
+    """A continuation (`postee.pipeline.plan`): the step of `route` another side handed this event over
+    at; its rule and dedup were decided where it entered. None: a new event."""
+    only_step: bool = False
+    """A continuation that runs `step` alone (a controller's dispatch), not the steps after it."""
+    origin_id: str | None = None
+    """A continuation's event id where it entered (its own `id` is per route and step)."""
+    entered: str | None = None
+    """A continuation's side where it entered: a runner, or "" for the controller (which steps it runs)."""
+
+    @property
+    def continues(self) -> bool:
+        return self.step is not None
 
 
 def new_event_id() -> str:

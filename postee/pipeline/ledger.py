@@ -31,8 +31,10 @@ worst the event is replayed at the next start and an action runs once more.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 
+import attrs
 import structlog
 import trio
 
@@ -87,7 +89,8 @@ class Ledger:
         Raises `StoreError` when it could not be recorded: the event must then be refused.
         """
         assert self.store is not None
-        record = AcceptedEvent(event.id, event.source, event.text, event.received_at, event.route)
+        record = AcceptedEvent(event.id, event.source, event.text, event.received_at, event.route,
+                               continuation_of(event))
         return await self.store.intake_add(record, report, processed_key)
 
     def tracks(self, event_id: str) -> bool:
@@ -196,7 +199,8 @@ class Ledger:
                 try:
                     event = parse_event(kept.text, event_id=kept.id, source=kept.source,
                                         received_at=kept.received_at, route=kept.route)
-                except InvalidEvent as exc:  # it was parsed once: only a damaged file gets here
+                    event = continued(event, kept.continuation)
+                except (InvalidEvent, ValueError, TypeError, KeyError) as exc:  # only a damaged file gets here
                     log.error("unfinished event unreadable; dropped", event_id=kept.id, error=str(exc))
                     await self.store.intake_progress(finished=[kept.id])
                     continue
@@ -208,3 +212,20 @@ class Ledger:
             log.info("unfinished events replayed", events=count)
         self.replayed += count
         return count
+
+
+def continuation_of(event: Event) -> str | None:
+    """How the store keeps a continuation's step (`AcceptedEvent.continuation`)."""
+    if event.step is None:
+        return None
+    return json.dumps({"step": event.step, "only": event.only_step, "origin": event.origin_id,
+                       "entered": event.entered})
+
+
+def continued(event: Event, continuation: str | None) -> Event:
+    """`event` with the step the store kept for it (a replayed continuation)."""
+    if continuation is None:
+        return event
+    kept = json.loads(continuation)
+    return attrs.evolve(event, step=int(kept["step"]), only_step=bool(kept["only"]), origin_id=kept["origin"],
+                        entered=kept.get("entered"))

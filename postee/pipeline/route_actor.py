@@ -37,6 +37,7 @@ from postee.metrics import Metrics
 from postee.pipeline.action_actor import ActionActor, ActionJob
 from postee.pipeline.events import Event
 from postee.pipeline.ledger import Ledger
+from postee.pipeline.plan import CONTROLLER_SIDE, Handover, RoutePlan, SideLink, allowed_sides
 from postee.pipeline.rendering import RenderCache
 from postee.pipeline.rulebook import Decision
 from postee.rego.engine import RegoError
@@ -111,6 +112,10 @@ class RouteServices:
     """Where accepted events' progress is recorded (None: nothing is, as in a bare pipeline)."""
     on_outcome: Callable[[Event, RouteOutcome], Any] | None = None
     """Hears what the route decided for each event (simulations, the live feed)."""
+    link: SideLink | None = None
+    """This node's side in a controller/runner deployment (None: standalone, nothing is planned)."""
+    dispatching: bool = False
+    """A controller with `dispatch-to-runners`: its events run their routes' runner steps too."""
 
 
 Work = tuple[ActionActor, Delivery, Callable[[DeliveryReport], Awaitable[None]] | None]
@@ -129,10 +134,12 @@ class RouteActor(Actor[RouteJob]):
         capacity: int = DEFAULT_ROUTE_MAILBOX,
         window: int = DEFAULT_ROUTE_WINDOW,
         after: trio.Event | None = None,
+        plan: RoutePlan | None = None,
     ) -> None:
         """`after`: the `drained` event of the same serialized route in the pipeline a reload replaces: its
         events go first (only the event is kept, not the old route: a route idle for days must not keep a
-        chain of replaced pipelines alive)."""
+        chain of replaced pipelines alive). `plan`: the route's steps across sides, when it has any and the
+        node has a side (`services.link`)."""
         super().__init__(name=f"route:{route.name}", capacity=capacity)
         self.route = route
         self.after = after
@@ -142,6 +149,8 @@ class RouteActor(Actor[RouteJob]):
         self.rule = rule
         self.template = template
         self.actions = list(actions)
+        self.by_name = {actor.action.name: actor for actor in self.actions}
+        self.plan = plan if services.link is not None else None
         self.services = services
         self.window = window
         self.matched = 0
@@ -253,7 +262,10 @@ class RouteActor(Actor[RouteJob]):
         self.matched += 1
         if services.metrics is not None:
             services.metrics.route_matches.labels(name).inc()
-        if not self.actions:
+        entered_elsewhere = self._entered_elsewhere(event)
+        if entered_elsewhere is not None:
+            return RouteOutcome(name, matched=True, dropped=entered_elsewhere), None
+        if not self.actions and not self._hands_over(event):
             return RouteOutcome(name, matched=True, dropped="no local actions"), None
         try:
             content = await services.renderer.render(self.template, event.id, event.body)
@@ -266,7 +278,7 @@ class RouteActor(Actor[RouteJob]):
         services, name = self.services, self.route.name
         plugins = self.route.plugins
         checked_at = None
-        if plugins.deduplicates:
+        if plugins.deduplicates and not event.continues:  # decided where the event entered
             key = dedup_key(event.body, plugins.unique_message_props)
             if key is not None:
                 checked_at = services.wall_clock()
@@ -275,14 +287,101 @@ class RouteActor(Actor[RouteJob]):
                     if services.metrics is not None:
                         services.metrics.dedup_drops.labels(name).inc()
                     return RouteOutcome(name, matched=True, dropped="duplicate", checked_at=checked_at)
-        if plugins.aggregates:
-            return attrs.evolve(await self._aggregate(event, content, wait), checked_at=checked_at)
+        actors, handovers = self._steps(event)
+        if plugins.aggregates and not (self.plan is not None and self.plan.serial):
+            outcome = await self._aggregate(event, content, wait, actors, handovers)
+            return attrs.evolve(outcome, checked_at=checked_at)
         delivery = Delivery(content=content.as_map(), event=event.body, route=name, event_id=event.id)
-        work = [(actor, delivery, self._recorder(event.id, actor)) for actor in self._to_run(event.id)]
+        work = [(actor, delivery, self._recorder(event.id, actor)) for actor in actors]
         if services.ledger is not None:
-            services.ledger.handed(event.id, len(work))
+            services.ledger.handed(event.id, len(work) + len(handovers))
         reports = await self._dispatch(work, wait=wait)
+        await self._hand_over(event, handovers)  # in a serialized plan, once this side's steps ended
         return RouteOutcome(name, matched=True, reports=reports, checked_at=checked_at)
+
+    # -- plans across sides (postee.pipeline.plan) -----------------------------------------------------
+    def _entered_elsewhere(self, event: Event) -> str | None:
+        """Why this side does not run a serialized plan for `event`, reported by the runner it entered at:
+        that runner runs the plan from its first step and hands the event over when it is this side's turn."""
+        plan, link = self.plan, self.services.link
+        if plan is None or link is None or not plan.serial or event.continues:
+            return None
+        if event.source != link.side and event.source in plan.sides:
+            return f"runs from runner {event.source!r}"
+        return None
+
+    def _hands_over(self, event: Event) -> bool:
+        plan = self.plan
+        if plan is None:
+            return False
+        return plan.serial or (self.services.dispatching and not event.continues and bool(plan.runner_steps()))
+
+    def _entered(self, event: Event) -> str:
+        """Where `event` entered the plan: the runner it came in at, or the controller."""
+        link = self.services.link
+        assert link is not None
+        if event.continues:
+            return event.entered if event.entered is not None else CONTROLLER_SIDE
+        return link.side  # a runner's new events are its own; the controller's, its own or from a stepless runner
+
+    def _allowed(self, event: Event) -> frozenset[str] | None:
+        link = self.services.link
+        assert link is not None
+        # A runner continuing an event that entered at the controller: the controller dispatches.
+        all_runners = self.services.dispatching or (link.side != CONTROLLER_SIDE and event.continues)
+        return allowed_sides(self._entered(event), all_runners=all_runners)
+
+    def _steps(self, event: Event) -> tuple[list[ActionActor], list[Handover]]:
+        """This side's actions for `event`, in order, and what it hands over after them (those that
+        ran, or were handed over, before a restart are left out)."""
+        plan, link = self.plan, self.services.link
+        if plan is None or link is None:
+            return self._to_run(event.id), []
+        if event.continues and not 0 <= (event.step or 0) < len(plan.steps):
+            log.error("handed-over event names a step the route does not have; dropped", route=self.route.name,
+                      event_id=event.id, step=event.step)
+            return [], []
+        if event.only_step:
+            names = [plan.steps[event.step or 0].action]
+            handovers = []
+        elif plan.serial:
+            steps, after = plan.block(event.step or 0, link.side, self._allowed(event))
+            names = [plan.steps[i].action for i in steps]
+            handovers = [] if after is None else [self._handover(event, after, only=False)]
+        elif self.services.dispatching and not event.continues:
+            names = [actor.action.name for actor in self.actions]
+            handovers = [self._handover(event, i, only=True) for i in plan.runner_steps()]
+        else:
+            return self._to_run(event.id), []
+        actors = [self.by_name[name] for name in names if name in self.by_name]
+        ledger = self.services.ledger
+        if ledger is not None:
+            actors = [a for a in actors if not ledger.recorded(event.id, self.route.name, a.action.name)]
+            handovers = [h for h in handovers if not ledger.recorded(event.id, self.route.name, h.outcome_key)]
+        return actors, handovers
+
+    def _handover(self, event: Event, step: int, *, only: bool) -> Handover:
+        assert self.plan is not None
+        return Handover(origin_id=event.origin_id or event.id, route=self.route.name, step=step,
+                        side=self.plan.steps[step].side, only=only, text=event.text, entered=self._entered(event))
+
+    async def _hand_over(self, event: Event, handovers: Sequence[Handover]) -> None:
+        """Record each handover durably where it goes; the event is finished here once they are recorded.
+        One that cannot be recorded leaves the event unfinished: it is handed over again at the next start."""
+        link, ledger, metrics = self.services.link, self.services.ledger, self.services.metrics
+        for handover in handovers:
+            assert link is not None
+            try:
+                await link.hand_over(handover)
+            except Exception as exc:
+                log.error("event not handed over; it will be at the next start", route=self.route.name,
+                          event_id=event.id, step=handover.step, side=handover.side or "controller",
+                          error=f"{type(exc).__name__}: {exc}")
+                continue
+            if metrics is not None:
+                metrics.handovers.labels(self.route.name, handover.side or "controller").inc()
+            if ledger is not None and ledger.tracks(event.id):
+                await ledger.action_done(event.id, self.route.name, handover.outcome_key, True)
 
     def _to_run(self, event_id: str) -> list[ActionActor]:
         """The route's actions, but those that already ran for this event before a restart."""
@@ -347,7 +446,8 @@ class RouteActor(Actor[RouteJob]):
             return None
 
     # -- aggregation ---------------------------------------------------------------------------
-    async def _aggregate(self, event: Event, content: Content, wait: bool) -> RouteOutcome:
+    async def _aggregate(self, event: Event, content: Content, wait: bool, actors: Sequence[ActionActor],
+                         handovers: Sequence[Handover] = ()) -> RouteOutcome:
         """Queue the content per action; send an aggregate when `aggregate-message-number` is reached.
 
         For an accepted event the push records "queued" as its outcome for the action, so a replay
@@ -359,8 +459,11 @@ class RouteActor(Actor[RouteJob]):
         tracked = ledger is not None and ledger.tracks(event.id)
         # The package travels with each queued item: the timeout path has no content to read it from.
         record = {"aggregation_pkg": content.aggregation_pkg, "item": aggregation_item(content)}
+        if handovers and ledger is not None:
+            ledger.handed(event.id, len(handovers))
+        await self._hand_over(event, handovers)  # a dispatched runner step aggregates on its runner
         work = []
-        for actor in self._to_run(event.id):
+        for actor in actors:
             count = await store.aggregation_push(name, actor.action.name, record,
                                                  event_id=event.id if tracked else None)
             if self.services.metrics is not None:

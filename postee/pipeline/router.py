@@ -125,7 +125,10 @@ class Router(Actor[Event]):
                 log.error("skip failed", route=route.route.name, event_id=event.id,
                           error=f"{type(exc).__name__}: {exc}")
         for route in routes:
-            decision = None if decisions is None else decisions.get(route.route.name)
+            if event.continues:  # decided where the event entered
+                decision: Decision | None = True
+            else:
+                decision = None if decisions is None else decisions.get(route.route.name)
             try:
                 await route.address.send(RouteJob(event, rule=decision))
             except MailboxClosed:

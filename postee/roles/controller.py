@@ -40,6 +40,7 @@ from postee.bus.protocol import (
     CONFIG_KIND,
     EVENTS_KIND,
     EXECUTIONS_KIND,
+    HANDOVERS_KIND,
     HEADER_CONFIG_VERSION,
     HEADER_EVENT_ID,
     HEADER_ROUTE,
@@ -56,8 +57,11 @@ from postee.bus.protocol import (
 )
 from postee.config import Config, ConfigError, Severity, parse_config, yamlio
 from postee.config.loader import read_yaml
+from postee.config.model import DEFAULT_RUNNER_DISPATCH_TTL
 from postee.config.runner_slice import SliceIndex, config_version, slice_yaml
-from postee.pipeline.events import InvalidEvent, parse_event_off_loop
+from postee.pipeline.events import Event, InvalidEvent, parse_event_off_loop
+from postee.pipeline.plan import CONTROLLER_SIDE, Handover, SideLink, allowed_sides
+from postee.roles.handovers import ControllerHandovers, continuation_event, expired_message, is_handover
 from postee.roles.linked import run_linked
 from postee.roles.node import Node, NodeOptions
 from postee.roles.parts import DAEMON_PARTS, NodeParts
@@ -65,6 +69,7 @@ from postee.roles.runners import MAX_RUNNERS, RunnerRegistry
 from postee.roles.upstream import HEARTBEAT_INTERVAL
 from postee.roles.watch import execution_message, merged_executions_json
 from postee.runtime import offload, use_runtime, wall_clock
+from postee.store.errors import StoreError
 from postee.supervision import node_supervisor
 
 log = structlog.get_logger("postee.controller")
@@ -74,6 +79,8 @@ CONTROLLER_QUEUE = "postee-controllers"
 UNNAMED_RUNNER = "postee-runner"
 """Source name for events from a Postee runner, which sends no name with its events."""
 UNVERIFIED_LABEL = "unverified"
+EXPIRY_INTERVAL = 30.0
+"""Seconds between looks for steps that waited past `runner-dispatch-ttl` (a quarter of it when shorter)."""
 RUNNER_STATE_INTERVAL = 1.0
 """Seconds between looks at the runners' states for the live feed."""
 """The metrics label of every runner whose name the bus does not vouch for."""
@@ -144,9 +151,15 @@ class Controller:
         self.duplicates = 0
         self.bus: Supervisor | None = None
         """The supervisor of the bus side (one child per subscription), once running."""
+        self.handovers = ControllerHandovers(transport, self._store)
+        """The steps kept for runners until they take them (`postee.roles.handovers`)."""
         self.bus_users: BusUsers | None = None
         """Re-read at every reload (runner keys), applied once the node runs the new configuration."""
         self._pending_users: Any = None
+
+    def _store(self) -> Any:
+        assert self.node is not None and self.node.store is not None
+        return self.node.store
 
     @property
     def raw(self) -> dict[str, Any]:
@@ -214,7 +227,7 @@ class Controller:
         with use_runtime(self.parts.runtime):
             node = self.node = Node(
                 self.options.node, is_local=controller_local, load=self._load, on_reloaded=self._reloaded,
-                parts=self.parts,
+                parts=self.parts, link=SideLink(CONTROLLER_SIDE, self.handovers.hand_over),
             )
             node.name = node.role = "controller"
             node.extra_endpoints["/runners"] = self.registry.runners_json
@@ -235,6 +248,9 @@ class Controller:
         ):
             bus.add(functools.partial(self._serve, runner_subjects_pattern(kind), handler, queue), name=name)
             bus.add(functools.partial(self._serve, LEGACY_SUBJECTS[kind], handler, queue), name=f"postee-{name}")
+        bus.add(functools.partial(self._serve, runner_subjects_pattern(HANDOVERS_KIND), self._on_handovers,
+                                  CONTROLLER_QUEUE), name="handovers")
+        bus.add(functools.partial(self._expire_steps, node), name="dispatch-expiry")
         bus.add(functools.partial(self._publish_runner_states, node), name="runner-states")
         return bus
 
@@ -343,8 +359,17 @@ class Controller:
         event_id = message.headers.get(HEADER_EVENT_ID)
         key = f"{runner}:{event_id}" if event_id else None
         try:
-            event = await parse_event_off_loop(message.data, event_id=event_id, source=runner,
-                                               route=message.headers.get(HEADER_ROUTE) or None)
+            if is_handover(message.headers):
+                event = await continuation_event(message.data, message.headers, runner)
+                refused = self._refused_handover(runner, event)
+                if refused is not None:
+                    log.warning("handed-over event refused", runner=runner, route=event.route, step=event.step,
+                                reason=refused)
+                    await self._reply(message, ACK)  # resending it cannot make it right
+                    return
+            else:
+                event = await parse_event_off_loop(message.data, event_id=event_id, source=runner,
+                                                   route=message.headers.get(HEADER_ROUTE) or None)
         except InvalidEvent as exc:
             log.warning("invalid event from a runner dropped", runner=runner, reason=str(exc))
             await self._reply(message, ACK)  # resending the same bytes cannot help
@@ -361,6 +386,71 @@ class Controller:
         self.registry.event(runner)
         node.metrics.runner_events.labels(self._label(message, runner)).inc()
         await self._reply(message, ACK)
+
+    def _refused_handover(self, runner: str, event: Event) -> str | None:
+        """Why a runner may not hand this event over (None: it may). A runner hands over only where its own
+        steps of a serialized route end: it cannot skip a step, start one of another runner's, or dispatch."""
+        node = self.node
+        route = node.pipeline.routes.get(event.route or "") if node is not None and node.pipeline else None
+        plan = route.plan if route is not None else None
+        if plan is None or not plan.serial:
+            return f"route {event.route!r} is not serialized across sides here"
+        step = event.step or 0
+        if event.only_step or not 0 < step < len(plan.steps) or event.entered not in (runner, CONTROLLER_SIDE):
+            return f"step {step} cannot be handed over by runner {runner!r}"
+        before = plan.previous(step, allowed_sides(event.entered, all_runners=True))
+        if before is None or plan.steps[before].side != runner or plan.steps[step].side == runner:
+            return f"step {step} of route {event.route!r} does not follow a step of runner {runner!r}"
+        return None
+
+    async def _on_handovers(self, message: Message) -> None:
+        """A runner asks for the steps kept for it (and acknowledges those it has)."""
+        runner = runner_of_subject(message.subject)
+        if runner is None:
+            return
+        try:
+            answer = await self.handovers.answer(runner, message.data)
+        except ValueError as exc:
+            log.warning("request for steps refused", runner=runner, error=str(exc))
+            return
+        await self._reply(message, answer)
+
+    async def _expire_steps(self, node: Node, *,
+                            task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Record as expired the steps a runner did not take within `runner-dispatch-ttl`; keep the
+        `postee_dispatch_pending` gauge current."""
+        task_status.started()
+        counted: set[str] = set()
+        while True:
+            ttl = node.config.runner_dispatch_ttl if node.config is not None else DEFAULT_RUNNER_DISPATCH_TTL
+            try:
+                for runner, handover in await self.handovers.expire(wall_clock() - ttl):
+                    self._record_expired(node, runner, handover, ttl)
+                pending = await self.handovers.pending()
+            except StoreError as exc:
+                log.error("steps for runners not checked for expiry", error=str(exc))
+                pending = {}
+            for runner in counted - set(pending):
+                node.metrics.dispatch_pending.labels(runner).set(0)
+            for runner, count in pending.items():
+                node.metrics.dispatch_pending.labels(runner).set(count)
+            counted = set(pending)
+            await trio.sleep(min(EXPIRY_INTERVAL, ttl / 4))
+
+    def _record_expired(self, node: Node, runner: str, handover: Handover, ttl: float) -> None:
+        route = node.pipeline.routes.get(handover.route) if node.pipeline is not None else None
+        plan = route.plan if route is not None else None
+        action = plan.steps[handover.step].action if plan and handover.step < len(plan.steps) else ""
+        now = wall_clock()
+        report = ExecutionReport(runner=runner, route=handover.route, action=action, action_type="",
+                                 event_id=handover.id, ok=False, attempts=0, started_at=now, duration=0.0,
+                                 error=expired_message(runner, ttl), output="")
+        self.registry.execution(report)
+        node.metrics.dispatch_expired.labels(runner, handover.route).inc()
+        if node.feed.wanted():
+            node.feed.publish(execution_message(runner, report))
+        log.warning("step for a runner expired", runner=runner, route=handover.route, action=action,
+                    event_id=handover.origin_id, step=handover.step, ttl=ttl)
 
     async def _on_execution(self, message: Message) -> None:
         node = self.node

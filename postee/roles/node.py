@@ -45,6 +45,7 @@ from postee.pipeline.action_actor import Execution
 from postee.pipeline.build import Pipeline, PipelineError, build_pipeline, drain, runs_everything
 from postee.pipeline.events import RECENT_EVENTS_BYTES, Event, RecentEvents
 from postee.pipeline.ledger import Ledger
+from postee.pipeline.plan import SideLink
 from postee.pipeline.route_actor import RouteOutcome
 from postee.pipeline.router import DEFAULT_INTAKE_CAPACITY
 from postee.rego.library import TemplateLibrary
@@ -136,14 +137,17 @@ class Node:
         on_accepted: Callable[[Event], Awaitable[None]] | None = None,
         on_execution: Callable[[Execution], Any] | None = None,
         on_reloaded: Callable[[Config], Awaitable[None]] | None = None,
-        report: Callable[[Event], OutboxMessage] | None = None,
+        report: Callable[[Event], OutboxMessage | None] | None = None,
         parts: NodeParts = DAEMON_PARTS,
+        link: SideLink | None = None,
     ) -> None:
         """`report` (a runner's) makes the outbox message reporting an event upstream: it is recorded
         with the event, in one transaction; `on_accepted` is called once an event is accepted and
         recorded (with its report). `parts` replaces the daemon's store, Rego pool, actions, runtime
-        or listeners (`postee.roles.parts`: embedding, simulation)."""
+        or listeners (`postee.roles.parts`: embedding, simulation). `link`: the node's side in a
+        controller/runner deployment, for routes whose actions run on several sides."""
         self.options = options
+        self.link = link
         self.parts = parts
         self.name = "standalone"
         """How the node names itself in what it publishes (its role sets it: `controller`, the runner's name)."""
@@ -324,6 +328,7 @@ class Node:
             mailbox_capacity=self.options.mailbox_capacity,
             stop_grace=self.options.stop_grace,
             replacing=replacing,
+            link=self.link,
         )
 
     def _executed(self, execution: Execution) -> Any:

@@ -24,6 +24,9 @@ from actors import Supervisor
 from actors.transport import Transport
 from postee.actions.base import ActionSpec
 from postee.config import Config, ConfigError, Problem
+from postee.pipeline.events import Event
+from postee.pipeline.plan import SideLink
+from postee.roles.handovers import RunnerHandovers
 from postee.roles.linked import run_linked
 from postee.roles.node import Node, NodeOptions
 from postee.roles.parts import DAEMON_PARTS, NodeParts
@@ -77,6 +80,7 @@ class Runner:
         """The supervisor of the link's services (outbox, heartbeats, config watch), once running."""
         self.upstream = Upstream(transport, self.name, lambda: self._node().store, clock=wall_clock,
                                  backoff=options.backoff)
+        self.handovers = RunnerHandovers(transport, self.name, lambda: self._node().store, self.upstream.wake)
 
     def _node(self) -> Node:
         assert self.node is not None
@@ -151,6 +155,7 @@ class Runner:
                 on_execution=self.upstream.report_execution,
                 on_reloaded=self._reloaded,
                 parts=self.parts,
+                link=SideLink(self.name, self.handovers.hand_over),
             )
             node.name = self.name
             node.role = "runner"
@@ -163,9 +168,14 @@ class Runner:
         link = node_supervisor("runner-link", node.metrics, stop_grace=self.options.node.stop_grace,
                                fail_fast_on_start=True)
         link.add(self.upstream.drain_outbox, name="outbox")
+        link.add(functools.partial(self.handovers.fetch, self._take_handover), name="handovers")
         link.add(functools.partial(self.upstream.send_heartbeats, self.options.heartbeat_interval), name="heartbeats")
         link.add(functools.partial(self.upstream.watch_config, self._config_notice), name="config-watch")
         return link
+
+    async def _take_handover(self, event: Event, processed_key: str) -> bool:
+        """A step the controller handed over: recorded and queued like an accepted event."""
+        return await self._node().submit_wait(event, processed_key=processed_key)
 
     async def _config_notice(self, told: str | None) -> None:
         """The slice may have changed (`told`: the controller says it is this version): fetch, then

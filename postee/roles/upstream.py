@@ -191,13 +191,20 @@ class Upstream:
         return self._store()
 
     # -- hooks for the node ----------------------------------------------------------------------
-    def event_message(self, event: Event) -> OutboxMessage:
+    def event_message(self, event: Event) -> OutboxMessage | None:
         """The outbox message reporting `event` (the node records it with the event, in one transaction);
-        a tenant event names its route, so the controller runs only that one."""
+        a tenant event names its route, so the controller runs only that one. None for an event the
+        controller handed over (it has it)."""
+        if event.continues:
+            return None
         headers = {HEADER_RUNNER: self.runner, HEADER_EVENT_ID: event.id}
         if event.route is not None:
             headers[HEADER_ROUTE] = event.route
         return OutboxMessage(runner_subject(self.runner, EVENTS_KIND), event.text.encode(), headers)
+
+    def wake(self) -> None:
+        """Something was added to the outbox: send it now."""
+        self._wake.set()
 
     async def event_reported(self, event: Event) -> None:
         """The event's report is in the outbox: count it and wake the drain."""

@@ -165,9 +165,9 @@ def intake_add(conn: sqlite3.Connection, event: AcceptedEvent, report: OutboxMes
         if processed_key is not None and not mark_processed(conn, processed_key, now):
             return False
         new = conn.execute(
-            "INSERT INTO intake (event_id, source, route, body, received_at) VALUES (?, ?, ?, ?, ?) "
+            "INSERT INTO intake (event_id, source, route, body, received_at, continuation) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (event_id) DO NOTHING RETURNING 1",
-            (event.id, event.source, event.route, event.text, event.received_at),
+            (event.id, event.source, event.route, event.text, event.received_at, event.continuation),
         ).fetchall()
         if new and report is not None:
             headers = json.dumps(report.headers, separators=(",", ":"))
@@ -191,7 +191,8 @@ def intake_progress(conn: sqlite3.Connection, outcomes: Sequence[Outcome], finis
 
 def intake_unfinished(conn: sqlite3.Connection, after: int, limit: int) -> list[UnfinishedEvent]:
     rows = conn.execute(
-        "SELECT seq, event_id, source, route, body, received_at FROM intake WHERE seq > ? ORDER BY seq LIMIT ?",
+        "SELECT seq, event_id, source, route, body, received_at, continuation FROM intake WHERE seq > ? "
+        "ORDER BY seq LIMIT ?",
         (after, limit),
     ).fetchall()
     if not rows:
@@ -203,9 +204,9 @@ def intake_unfinished(conn: sqlite3.Connection, after: int, limit: int) -> list[
     ):
         done.setdefault(event_id, set()).add((route, action))
     return [
-        UnfinishedEvent(seq, AcceptedEvent(event_id, source, body, received_at, route),
+        UnfinishedEvent(seq, AcceptedEvent(event_id, source, body, received_at, route, continuation),
                         frozenset(done.get(event_id, ())))
-        for seq, event_id, source, route, body, received_at in rows
+        for seq, event_id, source, route, body, received_at, continuation in rows
     ]
 
 
@@ -221,6 +222,30 @@ def outbox_pending(conn: sqlite3.Connection, limit: int) -> list[OutboxItem]:
     return [
         OutboxItem(id_, subject, bytes(payload), json.loads(headers), ts) for id_, subject, payload, headers, ts in rows
     ]
+
+
+def outbox_for(conn: sqlite3.Connection, subject: str, after: int, limit: int) -> list[OutboxItem]:
+    rows = conn.execute("SELECT id, subject, payload, headers, ts FROM outbox WHERE subject = ? AND id > ? "
+                        "ORDER BY id LIMIT ?", (subject, after, limit)).fetchall()
+    return [
+        OutboxItem(id_, subject, bytes(payload), json.loads(headers), ts) for id_, subject, payload, headers, ts in rows
+    ]
+
+
+def outbox_expire(conn: sqlite3.Connection, prefix: str, older_than: float) -> list[OutboxItem]:
+    """Delete and return the messages under subjects starting with `prefix` kept since before `older_than`."""
+    with atomic(conn):
+        rows = conn.execute("DELETE FROM outbox WHERE substr(subject, 1, ?) = ? AND ts < ? "
+                            "RETURNING id, subject, payload, headers, ts", (len(prefix), prefix, older_than)).fetchall()
+    rows.sort()
+    return [
+        OutboxItem(id_, subject, bytes(payload), json.loads(headers), ts) for id_, subject, payload, headers, ts in rows
+    ]
+
+
+def outbox_counts(conn: sqlite3.Connection, prefix: str) -> dict[str, int]:
+    return dict(conn.execute("SELECT subject, count(*) FROM outbox WHERE substr(subject, 1, ?) = ? "
+                             "GROUP BY subject", (len(prefix), prefix)).fetchall())
 
 
 def checkpointed_size(conn: sqlite3.Connection) -> int:

@@ -39,6 +39,9 @@ class AcceptedEvent:
     received_at: float
     route: str | None = None
     """The one route a tenant event was posted to; None for every route."""
+    continuation: str | None = None
+    """For an event another side handed over (`postee.pipeline.plan`): its step, as JSON
+    (`{"step": n, "only": bool, "origin": id}`); None for a new event."""
 
 
 @attrs.frozen

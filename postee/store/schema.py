@@ -97,7 +97,14 @@ def _durable_intake_v2(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
-MIGRATIONS: tuple[Migration, ...] = (_create_v1, _durable_intake_v2)
+def _continuations_v3(conn: sqlite3.Connection) -> None:
+    """An accepted event handed over by another side keeps the step it continues at (issue #16)."""
+    conn.execute("ALTER TABLE intake ADD COLUMN continuation TEXT")  # JSON; NULL for a new event
+    # A controller keeps each runner's waiting steps in the outbox, under a subject per runner.
+    conn.execute("CREATE INDEX outbox_by_subject ON outbox (subject, id)")
+
+
+MIGRATIONS: tuple[Migration, ...] = (_create_v1, _durable_intake_v2, _continuations_v3)
 """The schema history; `len(MIGRATIONS)` is the current version."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

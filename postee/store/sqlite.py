@@ -421,6 +421,23 @@ class SqliteStore:
         """Number of unacknowledged messages."""
         return await self._call(ops.scalar, "SELECT count(*) FROM outbox", ())
 
+    async def outbox_for(self, subject: str, after: int = 0, limit: int = DEFAULT_OUTBOX_BATCH) -> list[OutboxItem]:
+        """Up to `limit` messages kept under `subject` with an id past `after`, oldest first."""
+        return await self._call(ops.outbox_for, subject, after, limit)
+
+    async def outbox_ack_upto(self, subject: str, upto: int) -> int:
+        """Delete the messages under `subject` up to id `upto` (their receiver has them); return how many."""
+        sql = "DELETE FROM outbox WHERE subject = ? AND id <= ?"
+        return await self._call(ops.execute, sql, (subject, int(upto)))
+
+    async def outbox_expire(self, prefix: str, older_than: float) -> list[OutboxItem]:
+        """Delete and return the messages under subjects starting with `prefix` added before `older_than`."""
+        return await self._call(ops.outbox_expire, prefix, older_than)
+
+    async def outbox_counts(self, prefix: str) -> dict[str, int]:
+        """Messages kept per subject, for subjects starting with `prefix`."""
+        return await self._call(ops.outbox_counts, prefix)
+
     # -- maintenance -------------------------------------------------------------------------
     async def checkpoint(self) -> int:
         """Copy the WAL into the database file from a second connection, without blocking the store's

@@ -136,9 +136,11 @@ async def test_a_crash_in_the_controller_bus_side_is_restarted_and_the_runner_re
 async def test_the_link_and_bus_supervisors_have_one_child_per_service(autojump_clock, tmp_path):
     async with open_deployment(tmp_path) as sim, sim.controller(central_config()) as controller, \
             sim.runner("runner-1") as runner:
-        assert runner.link is not None and runner.link.children == ["outbox", "heartbeats", "config-watch"]
-        # each kind twice: every runner's own subjects, and Postee's shared one (for Postee runners);
-        # then what tells the live feed about runners' states
+        assert runner.link is not None and runner.link.children == ["outbox", "handovers", "heartbeats",
+                                                                     "config-watch"]
+        # each kind twice: every runner's own subjects, and Postee's shared one (for Postee runners); the
+        # steps handed over to runners (no Postee subject) and their expiry; then what tells the live feed
+        # about runners' states
         assert controller.bus is not None and controller.bus.children == [
             "config", "postee-config", "events", "postee-events", "executions", "postee-executions",
-            "heartbeats", "postee-heartbeats", "runner-states"]
+            "heartbeats", "postee-heartbeats", "handovers", "dispatch-expiry", "runner-states"]
