@@ -87,6 +87,9 @@ class RouteOutcome:
     checked_at: float | None = None
     """When the route's dedup key was checked (wall clock; None: the route does not dedup, or the
     event has no key): a duplicate is one whose key was recorded by another event before this."""
+    handed: tuple[str, ...] | None = None
+    """The local actions the event was handed to (a plan across sides runs only this side's steps);
+    None when the route does not say (an aggregating route)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -297,7 +300,8 @@ class RouteActor(Actor[RouteJob]):
             services.ledger.handed(event.id, len(work) + len(handovers))
         reports = await self._dispatch(work, wait=wait)
         await self._hand_over(event, handovers)  # in a serialized plan, once this side's steps ended
-        return RouteOutcome(name, matched=True, reports=reports, checked_at=checked_at)
+        return RouteOutcome(name, matched=True, reports=reports, checked_at=checked_at,
+                            handed=tuple(actor.action.name for actor in actors))
 
     # -- plans across sides (postee.pipeline.plan) -----------------------------------------------------
     def _entered_elsewhere(self, event: Event) -> str | None:

@@ -113,13 +113,24 @@ class NodeWatch:
 
     def execution_entries(self) -> list[dict[str, Any]]:
         name = self._name()
-        return [execution_entry(name, execution) for execution in list(self.executions)]
+        return [with_step(execution_entry(name, execution)) for execution in list(self.executions)]
 
     def executions_json(self) -> str:
         return json.dumps(self.execution_entries(), ensure_ascii=False, default=str)
 
 
+def with_step(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry of a handed-over step (its event id is `<event>~<route digest>~<step>`) also names the
+    event it continues and the step, so `/executions` shows per event which step ran where and when."""
+    event_id = entry.get("event_id")
+    if isinstance(event_id, str) and event_id.count("~") == 2:
+        origin, _, step = event_id.split("~")
+        if step.isdigit():
+            return {**entry, "origin_event_id": origin, "step": int(step)}
+    return entry
+
+
 def merged_executions_json(*lists: Iterable[dict[str, Any]]) -> str:
     """Several nodes' `/executions` entries as one list, oldest first."""
-    merged = sorted((entry for entries in lists for entry in entries), key=lambda e: e["started_at"])
+    merged = sorted((with_step(entry) for entries in lists for entry in entries), key=lambda e: e["started_at"])
     return json.dumps(merged, ensure_ascii=False, default=str)

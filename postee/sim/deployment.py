@@ -66,6 +66,8 @@ class Outcome:
     checked_at: float | None
     at: float
     incarnation: int
+    handed: tuple[str, ...] | None = None
+    """The local actions the route handed the event to (None: it did not say)."""
 
 
 @attrs.frozen
@@ -113,7 +115,7 @@ class NodeLog:
     def outcome(self, event: Event, outcome: RouteOutcome) -> None:
         n = sim_number(event)
         self.outcomes.append(Outcome(self.node, outcome.route, event.id, n, outcome.matched, outcome.dropped,
-                                     outcome.checked_at, trio.current_time(), self.incarnation))
+                                     outcome.checked_at, trio.current_time(), self.incarnation, outcome.handed))
         self.trace.add("route", node=self.node, route=outcome.route, ev=event.id, matched=outcome.matched,
                        dropped=outcome.dropped)
 

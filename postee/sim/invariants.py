@@ -34,6 +34,8 @@ class RouteFacts:
     aggregates: bool
     dedup_window: float | None
     dedup_props: tuple[str, ...]
+    steps: tuple[str, ...] = ()
+    """Every action of a route serialized across sides, in list order (its plan); empty otherwise."""
 
 
 @attrs.define
@@ -75,6 +77,8 @@ def exactly_once_upstream(deployment: Deployment) -> tuple[list[dict[str, Any]],
         if name == CONTROLLER:
             continue
         for accepted in {a.event_id: a for a in slot.log.accepted}.values():
+            if origin_of(accepted.event_id) != accepted.event_id:
+                continue  # handed over by the controller: it has it (a runner does not report it back)
             times = central.get(accepted.event_id, 0)
             if times == 0 and accepted.event_id in replayed:
                 continue
@@ -105,11 +109,16 @@ def actions_once(deployment: Deployment, facts: Mapping[tuple[str, str], RouteFa
               if not e.ok}
     for slot in deployment.slots.values():
         handed = {(o.route, o.event_id): o for o in slot.log.outcomes if o.matched and o.dropped is None}
+        told: dict[tuple[str, str], set[str]] = collections.defaultdict(set)  # what each outcome said it handed
+        for o in slot.log.outcomes:
+            if o.matched and o.dropped is None and o.handed is not None:
+                told[(o.route, o.event_id)].update(o.handed)
         for outcome in handed.values():
             route = facts.get((slot.name, outcome.route))
             if route is None or route.aggregates:
                 continue
-            for action in route.actions:
+            expected = told.get((outcome.route, outcome.event_id))
+            for action in route.actions if expected is None else sorted(expected):
                 key = (slot.name, outcome.route, action, outcome.event_id)
                 if key in failed or any(c.result == "ok" for c in grouped.get(key, ())):
                     continue
@@ -159,6 +168,70 @@ def serialized_order(deployment: Deployment, facts: Mapping[tuple[str, str], Rou
                 found.append({"problem": "events out of arrival order or overlapping", "node": node, "route": route,
                               "earlier_event": before, "earlier_span": [b_start, b_end], "later_event": after,
                               "later_span": [a_start, a_end]})
+    return found
+
+
+def origin_of(event_id: str) -> str:
+    """The event a handed-over one continues (`postee.pipeline.plan.continuation_id`), or the id itself."""
+    return event_id.split("~", 1)[0]
+
+
+def cross_side_order(deployment: Deployment, facts: Mapping[tuple[str, str], RouteFacts],
+                     calls: list[Call], verdict: Verdict) -> list[dict[str, Any]]:
+    """A route serialized across sides runs each event's actions in list order, each after the previous
+    one ended, whichever node runs it; and each node runs a step for the events handed to it in the order
+    they entered at their runner. A crash of a node between two calls excuses them (an action whose
+    outcome was not recorded runs again)."""
+    plans = {route: known.steps for (_, route), known in facts.items() if known.steps}
+    found: list[dict[str, Any]] = []
+    chains: dict[tuple[str, str], list[Call]] = collections.defaultdict(list)
+    for call in calls:
+        if call.route in plans:
+            chains[(call.route, origin_of(call.event_id))].append(call)
+
+    def excused(first: Call, then: Call) -> bool:
+        return any(deployment.crashed_between(node, first.started, then.ended) for node in {first.node, then.node})
+
+    verdict.checked["cross_side_chains"] = sum(len({c.node for c in chain}) > 1 for chain in chains.values())
+    verdict.checked["runner_steps_from_the_controller"] = sum(
+        1 for c in calls if c.node != CONTROLLER and origin_of(c.event_id) != c.event_id)
+    for (route, origin), chain in chains.items():
+        order = {action: i for i, action in enumerate(plans[route])}
+        chain.sort(key=lambda c: (c.started, c.ended))
+        for earlier, later in zip(chain, chain[1:], strict=False):
+            if earlier.action == later.action or excused(earlier, later):
+                continue
+            if order.get(later.action, 0) < order.get(earlier.action, 0):
+                found.append({"problem": "steps out of list order", "route": route, "event_id": origin,
+                              "first": [earlier.node, earlier.action], "then": [later.node, later.action]})
+            elif later.started < earlier.ended:
+                found.append({"problem": "a step started before the previous one ended", "route": route,
+                              "event_id": origin, "first": [earlier.node, earlier.action, earlier.started,
+                                                            earlier.ended],
+                              "then": [later.node, later.action, later.started, later.ended]})
+    # per node and step, the events of one entry runner in the order they entered there
+    entered: dict[str, tuple[str, int]] = {}
+    for name, slot in deployment.slots.items():
+        if name != CONTROLLER:
+            for index, accepted in enumerate(slot.log.accepted):
+                entered.setdefault(accepted.event_id, (name, index))
+    firsts: dict[tuple[str, str, str, str], list[tuple[int, Call]]] = collections.defaultdict(list)
+    for (route, origin), chain in chains.items():
+        if origin not in entered:
+            continue
+        runner, index = entered[origin]
+        seen: set[tuple[str, str]] = set()
+        for call in chain:
+            if (call.node, call.action) not in seen:
+                seen.add((call.node, call.action))
+                firsts[(route, call.node, call.action, runner)].append((index, call))
+    for (route, node, action, runner), runs in firsts.items():
+        runs.sort(key=lambda item: item[0])
+        for (_, before), (_, after) in zip(runs, runs[1:], strict=False):
+            if after.started < before.started and not excused(after, before):
+                found.append({"problem": "events out of their entry order", "route": route, "node": node,
+                              "action": action, "entered_at": runner, "earlier_event": before.event_id,
+                              "later_event": after.event_id, "started": [before.started, after.started]})
     return found
 
 
@@ -268,6 +341,7 @@ def check_all(deployment: Deployment, facts: Mapping[tuple[str, str], RouteFacts
     verdict.record("exactly_once_upstream", upstream)
     verdict.record("actions_at_most_and_at_least_once", actions_once(deployment, facts, calls, verdict))
     verdict.record("serialized_routes_keep_order", serialized_order(deployment, facts, calls))
+    verdict.record("serialized_across_sides_keep_order", cross_side_order(deployment, facts, calls, verdict))
     verdict.record("dedup_drops_exactly_the_duplicates", dedup_window(deployment, facts, keys, bodies, verdict))
     verdict.record("aggregated_items_sent_once", aggregated_once(deployment, facts, calls, verdict))
     verdict.record("runners_converge_on_the_config", converged)

@@ -2,7 +2,9 @@
 
 The generated configuration has every kind of route the seed document allows, so one run exercises
 all of them: controller-only (`central-serial`, serialized; `digest`, aggregated), runner-only
-(`local`, deduplicated), and mixed (`mixed-serial`, serialized; `mixed`, not). Info events match
+(`local`, deduplicated), and mixed (`mixed-serial`, serialized across sides: each runner's `ship`, then
+`audit-central` on the controller, then the runner's `confirm`; `mixed`, not). The controller dispatches
+to runners (`dispatch-to-runners`), so the events it receives run the runners' steps too. Info events match
 no route: they only travel (the controller's observer sees each event it accepts, whatever matches).
 Every runner has its own action in each runner route (`runs-on: runner-<i>`). The reload swaps the template for a second
 version, which changes every runner's slice, so every live runner must fetch and run the new one.
@@ -83,7 +85,7 @@ def generated_config(runners: Sequence[str], *, version: int = 1, pace: float = 
         {"name": name, "type": "webhook", "enable": True, "url": f"http://sim.invalid/{name}", **retry}
         for name in ("ticket", "notify", "digest-mail", "audit-central", "scan-central")
     ]
-    for prefix in ("kill", "ship", "collect"):
+    for prefix in ("kill", "ship", "collect", "confirm"):
         for runner in runners:
             actions.append({"name": f"{prefix}-{runner}", "type": "exec", "enable": True, "runs-on": runner,
                             "exec-script": f"echo {prefix}", **retry})
@@ -97,11 +99,12 @@ def generated_config(runners: Sequence[str], *, version: int = 1, pace: float = 
          "template": "sim",
          "plugins": {"unique-message-props": ["sim.key"], "unique-message-timeout": f"{DEDUP_WINDOW:g}s"}},
         {"name": "mixed-serial", "input": 'contains(input.sim.kind, "audit")', "serialize-actions": True,
-         "actions": [*on_runners("ship"), "audit-central"], "template": "sim"},
+         "actions": [*on_runners("ship"), "audit-central", *on_runners("confirm")], "template": "sim"},
         {"name": "mixed", "input": 'contains(input.sim.kind, "scan")',
          "actions": [*on_runners("collect"), "scan-central"], "template": "sim"},
     ]
-    return {"name": "postee-sim", "routes": routes, "templates": [_template(version)], "actions": actions}
+    return {"name": "postee-sim", "dispatch-to-runners": True, "routes": routes, "templates": [_template(version)],
+            "actions": actions}
 
 
 def reloaded_config(data: dict[str, Any], version: int) -> dict[str, Any]:

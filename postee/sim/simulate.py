@@ -432,6 +432,8 @@ class _Run:
                     aggregates=plugins.aggregates,
                     dedup_window=plugins.unique_message_timeout if plugins.deduplicates else None,
                     dedup_props=tuple(plugins.unique_message_props),
+                    steps=tuple(step.action for step in actor.plan.steps)
+                    if actor.plan is not None and actor.plan.serial else (),
                 )
         return facts
 
