@@ -154,6 +154,8 @@ HEADER_ONLY_STEP = "Postee-Step-Only"
 """`1`: run that step alone (a dispatch); `0`: run on from it."""
 HEADER_ORIGIN = "Postee-Origin-Event"
 """On an event handed over: its id where it entered (`Postee-Event-Id` is the handover's own)."""
+HEADER_STEP_ACTION = "Postee-Step-Action"
+"""On an event handed over: the action of its step (the receiving side finds it by name)."""
 HEADER_ENTERED = "Postee-Entered-At"
 """On an event handed over: the runner it entered at, or empty for the controller."""
 

@@ -69,6 +69,8 @@ class Event:
     """A continuation's event id where it entered (its own `id` is per route and step)."""
     entered: str | None = None
     """A continuation's side where it entered: a runner, or "" for the controller (which steps it runs)."""
+    step_action: str | None = None
+    """A continuation's action at `step`, as the handing side's plan said (found by name after a reload)."""
 
     @property
     def continues(self) -> bool:

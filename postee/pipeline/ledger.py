@@ -219,7 +219,7 @@ def continuation_of(event: Event) -> str | None:
     if event.step is None:
         return None
     return json.dumps({"step": event.step, "only": event.only_step, "origin": event.origin_id,
-                       "entered": event.entered})
+                       "entered": event.entered, "action": event.step_action})
 
 
 def continued(event: Event, continuation: str | None) -> Event:
@@ -228,4 +228,4 @@ def continued(event: Event, continuation: str | None) -> Event:
         return event
     kept = json.loads(continuation)
     return attrs.evolve(event, step=int(kept["step"]), only_step=bool(kept["only"]), origin_id=kept["origin"],
-                        entered=kept.get("entered"))
+                        entered=kept.get("entered"), step_action=kept.get("action"))

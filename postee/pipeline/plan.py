@@ -72,6 +72,15 @@ class RoutePlan:
                 return index
         return None
 
+    def resolve(self, step: int, action: str | None) -> int | None:
+        """Where a handed-over `step` of `action` is in this plan: a reload may have moved or removed it
+        while the event was on its way (None: the route has no such step any more)."""
+        if 0 <= step < len(self.steps) and (action is None or self.steps[step].action == action):
+            return step
+        if action is None:
+            return None
+        return next((i for i, s in enumerate(self.steps) if s.action == action), None)
+
     def runner_steps(self) -> tuple[int, ...]:
         """The steps that run on a runner (what a controller dispatches)."""
         return tuple(i for i, step in enumerate(self.steps) if step.side != CONTROLLER_SIDE)
@@ -137,6 +146,8 @@ class Handover:
     """The event's JSON text."""
     entered: str = CONTROLLER_SIDE
     """Where the event entered the plan: a runner (its steps and the controller's run), or the controller."""
+    action: str = ""
+    """The action of `step` (a reload on the receiving side may have moved it: it is found by name)."""
 
     @property
     def id(self) -> str:

@@ -341,15 +341,19 @@ class RouteActor(Actor[RouteJob]):
         plan, link = self.plan, self.services.link
         if plan is None or link is None:
             return self._to_run(event.id), []
-        if event.continues and not 0 <= (event.step or 0) < len(plan.steps):
-            log.error("handed-over event names a step the route does not have; dropped", route=self.route.name,
-                      event_id=event.id, step=event.step)
-            return [], []
+        start = 0
+        if event.continues:
+            found = plan.resolve(event.step or 0, event.step_action)
+            if found is None:
+                log.error("handed-over event names a step the route does not have (any more); dropped",
+                          route=self.route.name, event_id=event.id, step=event.step, action=event.step_action)
+                return [], []
+            start = found
         if event.only_step:
-            names = [plan.steps[event.step or 0].action]
+            names = [plan.steps[start].action]
             handovers = []
         elif plan.serial:
-            steps, after = plan.block(event.step or 0, link.side, self._allowed(event))
+            steps, after = plan.block(start, link.side, self._allowed(event))
             names = [plan.steps[i].action for i in steps]
             handovers = [] if after is None else [self._handover(event, after, only=False)]
         elif self.services.dispatching and not event.continues:
@@ -367,7 +371,8 @@ class RouteActor(Actor[RouteJob]):
     def _handover(self, event: Event, step: int, *, only: bool) -> Handover:
         assert self.plan is not None
         return Handover(origin_id=event.origin_id or event.id, route=self.route.name, step=step,
-                        side=self.plan.steps[step].side, only=only, text=event.text, entered=self._entered(event))
+                        side=self.plan.steps[step].side, only=only, text=event.text, entered=self._entered(event),
+                        action=self.plan.steps[step].action)
 
     async def _hand_over(self, event: Event, handovers: Sequence[Handover]) -> None:
         """Record each handover durably where it goes; the event is finished here once they are recorded.

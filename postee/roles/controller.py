@@ -395,7 +395,9 @@ class Controller:
         plan = route.plan if route is not None else None
         if plan is None or not plan.serial:
             return f"route {event.route!r} is not serialized across sides here"
-        step = event.step or 0
+        step = plan.resolve(event.step or 0, event.step_action)
+        if step is None:
+            return f"route {event.route!r} has no step {event.step} ({event.step_action!r})"
         if event.only_step or not 0 < step < len(plan.steps) or event.entered not in (runner, CONTROLLER_SIDE):
             return f"step {step} cannot be handed over by runner {runner!r}"
         before = plan.previous(step, allowed_sides(event.entered, all_runners=True))

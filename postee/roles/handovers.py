@@ -41,6 +41,7 @@ from postee.bus.protocol import (
     HEADER_ROUTE,
     HEADER_RUNNER,
     HEADER_STEP,
+    HEADER_STEP_ACTION,
     dispatch_notice_subject,
     dispatch_store_subject,
     runner_subject,
@@ -70,6 +71,7 @@ def handover_headers(handover: Handover, runner: str | None = None) -> dict[str,
         HEADER_ONLY_STEP: "1" if handover.only else "0",
         HEADER_ORIGIN: handover.origin_id,
         HEADER_ENTERED: handover.entered,
+        HEADER_STEP_ACTION: handover.action,
     }
     if runner is not None:
         headers[HEADER_RUNNER] = runner
@@ -95,7 +97,8 @@ async def continuation_event(data: bytes | str, headers: Mapping[str, str], sour
     raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
     event = await parse_event_off_loop(raw, event_id=event_id, source=source, route=route)
     return attrs.evolve(event, step=step, only_step=headers.get(HEADER_ONLY_STEP) == "1", origin_id=origin,
-                        entered=headers.get(HEADER_ENTERED, source))
+                        entered=headers.get(HEADER_ENTERED, source),
+                        step_action=headers.get(HEADER_STEP_ACTION) or None)
 
 
 # -- a runner's ends -----------------------------------------------------------------------------------
@@ -226,7 +229,8 @@ class ControllerHandovers:
                 handover = Handover(origin_id=headers.get(HEADER_ORIGIN, ""), route=headers[HEADER_ROUTE],
                                     step=int(headers[HEADER_STEP]), side=item.subject[len(DISPATCH_STORE_PREFIX):],
                                     only=headers.get(HEADER_ONLY_STEP) == "1", text="",
-                                    entered=headers.get(HEADER_ENTERED, ""))
+                                    entered=headers.get(HEADER_ENTERED, ""),
+                                    action=headers.get(HEADER_STEP_ACTION, ""))
             except (KeyError, ValueError):
                 continue
             expired.append((handover.side, handover))
