@@ -139,6 +139,9 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+ENV_BENCH_REGO_THREADS = "POSTEE_BENCH_REGO_THREADS"
+
+
 def configure_logging(environ: Mapping[str, str]) -> None:
     debug = bool(environ.get("POSTEE_DEBUG"))
     level = logging.DEBUG if debug else logging.INFO
@@ -182,6 +185,9 @@ def node_options(args: argparse.Namespace, environ: Mapping[str, str]) -> NodeOp
         handle_signals=True,
         environ=dict(environ),
         open_events=getattr(args, "open_events", False),
+        # a benchmark's comparison switch (bench/pipeline.py), not a mode to run in: "thread" has no
+        # crash isolation and cannot stop a hung evaluation
+        rego_isolation="thread" if environ.get(ENV_BENCH_REGO_THREADS) == "1" else "process",
         **{name: value for name in ("tenant_timeout", "tenant_concurrency", "recent_events_bytes")
            if (value := getattr(args, name, None)) is not None},
     )
