@@ -214,7 +214,7 @@ async def build_pipeline(
             actions=local,
             services=services,
             after=_drained_event(replacing, route.name) if route.serialize_actions else None,
-            plan=plan_of(route, specs) if link is not None else None,
+            plan=plan_of(route, specs, from_slice=link.side != CONTROLLER_SIDE) if link is not None else None,
             **({"capacity": mailbox_capacity} if mailbox_capacity else {}),
         )
     rulebook = None if os.environ.get(ENV_RULES_ONE_BY_ONE) == "1" else RuleBook(pool, rules)

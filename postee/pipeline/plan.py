@@ -98,13 +98,13 @@ def allowed_sides(entered: str, *, all_runners: bool) -> frozenset[str] | None:
     return None if all_runners else frozenset({CONTROLLER_SIDE})
 
 
-def plan_of(route: RouteConfig, actions: Mapping[str, ActionSpec]) -> RoutePlan | None:
+def plan_of(route: RouteConfig, actions: Mapping[str, ActionSpec], *, from_slice: bool = True) -> RoutePlan | None:
     """The route's plan, or None when all its actions run on one side (nothing to plan).
 
-    A runner's route carries its plan (`route.plan`, from its slice); a controller's follows from its
-    configuration's actions.
+    A runner's route carries its plan (`route.plan`, from its slice: `from_slice`); a controller's follows
+    from its configuration's actions (an `x-postee-plan` in its own file is ignored).
     """
-    if route.plan:
+    if route.plan and from_slice:
         steps = tuple(Step(action, side) for action, side in route.plan)
     else:
         steps = tuple(Step(name, side_of(actions[name])) for name in route.actions if name in actions)
@@ -148,6 +148,9 @@ class Handover:
     """Where the event entered the plan: a runner (its steps and the controller's run), or the controller."""
     action: str = ""
     """The action of `step` (a reload on the receiving side may have moved it: it is found by name)."""
+    returns_at: int | None = None
+    """The step the receiving runner hands the event back at, when it entered at the controller (the
+    controller then accepts that handover from that runner only: `postee.roles.handovers.expected_back`)."""
 
     @property
     def id(self) -> str:

@@ -35,7 +35,7 @@ from postee.actions.retry import DeliveryReport
 from postee.config.model import RouteConfig
 from postee.metrics import Metrics
 from postee.pipeline.action_actor import ActionActor, ActionJob
-from postee.pipeline.events import Event
+from postee.pipeline.events import SOURCE_WEBHOOK, Event
 from postee.pipeline.ledger import Ledger
 from postee.pipeline.plan import CONTROLLER_SIDE, Handover, RoutePlan, SideLink, allowed_sides
 from postee.pipeline.rendering import RenderCache
@@ -310,7 +310,7 @@ class RouteActor(Actor[RouteJob]):
         plan, link = self.plan, self.services.link
         if plan is None or link is None or not plan.serial or event.continues:
             return None
-        if event.source != link.side and event.source in plan.sides:
+        if event.source not in (link.side, SOURCE_WEBHOOK) and event.source in plan.sides:
             return f"runs from runner {event.source!r}"
         return None
 
@@ -318,7 +318,8 @@ class RouteActor(Actor[RouteJob]):
         plan = self.plan
         if plan is None:
             return False
-        return plan.serial or (self.services.dispatching and not event.continues and bool(plan.runner_steps()))
+        return plan.serial or (self.services.dispatching and not event.continues and event.source == SOURCE_WEBHOOK
+                               and bool(plan.runner_steps()))
 
     def _entered(self, event: Event) -> str:
         """Where `event` entered the plan: the runner it came in at, or the controller."""
@@ -326,7 +327,9 @@ class RouteActor(Actor[RouteJob]):
         assert link is not None
         if event.continues:
             return event.entered if event.entered is not None else CONTROLLER_SIDE
-        return link.side  # a runner's new events are its own; the controller's, its own or from a stepless runner
+        if link.side == CONTROLLER_SIDE and event.source != SOURCE_WEBHOOK:
+            return event.source  # reported by a runner (with no step in this route: it runs none of theirs)
+        return link.side
 
     def _allowed(self, event: Event) -> frozenset[str] | None:
         link = self.services.link
@@ -356,7 +359,8 @@ class RouteActor(Actor[RouteJob]):
             steps, after = plan.block(start, link.side, self._allowed(event))
             names = [plan.steps[i].action for i in steps]
             handovers = [] if after is None else [self._handover(event, after, only=False)]
-        elif self.services.dispatching and not event.continues:
+        elif self.services.dispatching and not event.continues and event.source == SOURCE_WEBHOOK:
+            # only what entered here: a runner's own event ran its steps there (and reported it here)
             names = [actor.action.name for actor in self.actions]
             handovers = [self._handover(event, i, only=True) for i in plan.runner_steps()]
         else:
@@ -369,10 +373,15 @@ class RouteActor(Actor[RouteJob]):
         return actors, handovers
 
     def _handover(self, event: Event, step: int, *, only: bool) -> Handover:
-        assert self.plan is not None
-        return Handover(origin_id=event.origin_id or event.id, route=self.route.name, step=step,
-                        side=self.plan.steps[step].side, only=only, text=event.text, entered=self._entered(event),
-                        action=self.plan.steps[step].action)
+        plan = self.plan
+        assert plan is not None
+        side, entered = plan.steps[step].side, self._entered(event)
+        returns_at = None
+        if not only and entered == CONTROLLER_SIDE and side != CONTROLLER_SIDE:
+            returns_at = plan.block(step, side, self._allowed(event))[1]
+        return Handover(origin_id=event.origin_id or event.id, route=self.route.name, step=step, side=side,
+                        only=only, text=event.text, entered=entered, action=plan.steps[step].action,
+                        returns_at=returns_at)
 
     async def _hand_over(self, event: Event, handovers: Sequence[Handover]) -> None:
         """Record each handover durably where it goes; the event is finished here once they are recorded.

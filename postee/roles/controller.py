@@ -59,9 +59,17 @@ from postee.config import Config, ConfigError, Severity, parse_config, yamlio
 from postee.config.loader import read_yaml
 from postee.config.model import DEFAULT_RUNNER_DISPATCH_TTL
 from postee.config.runner_slice import SliceIndex, config_version, slice_yaml
-from postee.pipeline.events import Event, InvalidEvent, parse_event_off_loop
+from postee.pipeline.events import SOURCE_WEBHOOK, Event, InvalidEvent, parse_event_off_loop
 from postee.pipeline.plan import CONTROLLER_SIDE, Handover, SideLink, allowed_sides
-from postee.roles.handovers import ControllerHandovers, continuation_event, expired_message, is_handover
+from postee.roles.handovers import (
+    CONTROLLER_SOURCE,
+    ControllerHandovers,
+    continuation_event,
+    expected_back,
+    expired_message,
+    is_handover,
+)
+from postee.roles.handovers import REQUEST_TIMEOUT as HANDOVER_REQUEST_TIMEOUT
 from postee.roles.linked import run_linked
 from postee.roles.node import Node, NodeOptions
 from postee.roles.parts import DAEMON_PARTS, NodeParts
@@ -79,6 +87,9 @@ CONTROLLER_QUEUE = "postee-controllers"
 UNNAMED_RUNNER = "postee-runner"
 """Source name for events from a Postee runner, which sends no name with its events."""
 UNVERIFIED_LABEL = "unverified"
+RESERVED_NAMES = frozenset({SOURCE_WEBHOOK, CONTROLLER_SOURCE})
+"""Sources an event can have other than a runner: no runner may be named so (`Event.source` tells where an
+event entered: `webhook` at this node, else the runner that reported it)."""
 EXPIRY_INTERVAL = 30.0
 """Seconds between looks for steps that waited past `runner-dispatch-ttl` (a quarter of it when shorter)."""
 RUNNER_STATE_INTERVAL = 1.0
@@ -321,9 +332,15 @@ class Controller:
         it claims (unverified). None: it claims the name of a runner that has its own key, which that
         runner never does there (its slice, its event ids, its counts are not for whoever says its name)."""
         name = runner_of_subject(message.subject)
+        if name in RESERVED_NAMES:
+            log.warning("message refused: a runner cannot be named like an event source", runner=name)
+            return None
         if name is not None:
             return name
         name = claimed or UNNAMED_RUNNER
+        if name in RESERVED_NAMES:
+            log.warning("message refused: a runner cannot be named like an event source", runner=name)
+            return None
         verified = self.options.verified_runners
         if verified is not None and name in verified:
             log.warning("message refused: it claims the name of a runner with its own key on Postee's shared "
@@ -361,7 +378,7 @@ class Controller:
         try:
             if is_handover(message.headers):
                 event = await continuation_event(message.data, message.headers, runner)
-                refused = self._refused_handover(runner, event)
+                refused = await self._refused_handover(runner, event)
                 if refused is not None:
                     log.warning("handed-over event refused", runner=runner, route=event.route, step=event.step,
                                 reason=refused)
@@ -387,7 +404,7 @@ class Controller:
         node.metrics.runner_events.labels(self._label(message, runner)).inc()
         await self._reply(message, ACK)
 
-    def _refused_handover(self, runner: str, event: Event) -> str | None:
+    async def _refused_handover(self, runner: str, event: Event) -> str | None:
         """Why a runner may not hand this event over (None: it may). A runner hands over only where its own
         steps of a serialized route end: it cannot skip a step, start one of another runner's, or dispatch."""
         node = self.node
@@ -398,12 +415,26 @@ class Controller:
         step = plan.resolve(event.step or 0, event.step_action)
         if step is None:
             return f"route {event.route!r} has no step {event.step} ({event.step_action!r})"
-        if event.only_step or not 0 < step < len(plan.steps) or event.entered not in (runner, CONTROLLER_SIDE):
+        if event.only_step or not 0 <= step < len(plan.steps) or event.entered not in (runner, CONTROLLER_SIDE):
             return f"step {step} cannot be handed over by runner {runner!r}"
-        before = plan.previous(step, allowed_sides(event.entered, all_runners=True))
-        if before is None or plan.steps[before].side != runner or plan.steps[step].side == runner:
+        if event.entered == CONTROLLER_SIDE and not await self._handed_to(runner, event, step):
+            return f"the controller handed no step of this event to runner {runner!r}"
+        allowed = allowed_sides(event.entered, all_runners=True)
+        if plan.steps[step].side == runner:
+            return f"step {step} of route {event.route!r} is runner {runner!r}'s own"
+        before = plan.previous(step, allowed)
+        if before is None:  # the event entered at the runner and the route starts elsewhere
+            if event.entered != runner or runner not in plan.sides or plan.block(0, runner, allowed)[1] != step:
+                return f"step {step} of route {event.route!r} is not where runner {runner!r} hands over"
+        elif plan.steps[before].side != runner:
             return f"step {step} of route {event.route!r} does not follow a step of runner {runner!r}"
         return None
+
+    async def _handed_to(self, runner: str, event: Event, step: int) -> bool:
+        """Whether this controller handed `runner` the steps of `event` that end before `step` (an event
+        that entered at the controller: a runner may not claim one it was not given)."""
+        return await self._store().processed_exists(expected_back(runner, event.origin_id or "", event.route or "",
+                                                                  step))
 
     async def _on_handovers(self, message: Message) -> None:
         """A runner asks for the steps kept for it (and acknowledges those it has)."""
@@ -415,7 +446,14 @@ class Controller:
         except ValueError as exc:
             log.warning("request for steps refused", runner=runner, error=str(exc))
             return
-        await self._reply(message, answer)
+        try:
+            await self._reply(message, answer)
+        except TransportError as exc:
+            too_large = await self.handovers.too_large(runner, answer, exc)
+            if too_large is None:
+                raise
+            assert self.node is not None
+            self._record_failed_step(self.node, runner, too_large, f"not handed to runner {runner!r}: {exc}")
 
     async def _expire_steps(self, node: Node, *,
                             task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -426,7 +464,9 @@ class Controller:
         while True:
             ttl = node.config.runner_dispatch_ttl if node.config is not None else DEFAULT_RUNNER_DISPATCH_TTL
             try:
-                for runner, handover in await self.handovers.expire(wall_clock() - ttl):
+                now = trio.current_time()
+                busy = {r for r, at in self.handovers.last_asked.items() if now - at < 2 * HANDOVER_REQUEST_TIMEOUT}
+                for runner, handover in await self.handovers.expire(wall_clock() - ttl, busy=busy):
                     self._record_expired(node, runner, handover, ttl)
                 pending = await self.handovers.pending()
             except StoreError as exc:
@@ -440,19 +480,19 @@ class Controller:
             await trio.sleep(min(EXPIRY_INTERVAL, ttl / 4))
 
     def _record_expired(self, node: Node, runner: str, handover: Handover, ttl: float) -> None:
-        route = node.pipeline.routes.get(handover.route) if node.pipeline is not None else None
-        plan = route.plan if route is not None else None
-        action = plan.steps[handover.step].action if plan and handover.step < len(plan.steps) else ""
-        now = wall_clock()
-        report = ExecutionReport(runner=runner, route=handover.route, action=action, action_type="",
-                                 event_id=handover.id, ok=False, attempts=0, started_at=now, duration=0.0,
-                                 error=expired_message(runner, ttl), output="")
-        self.registry.execution(report)
         node.metrics.dispatch_expired.labels(runner, handover.route).inc()
+        self._record_failed_step(node, runner, handover, expired_message(runner, ttl))
+
+    def _record_failed_step(self, node: Node, runner: str, handover: Handover, error: str) -> None:
+        """A step that will never run on its runner: an execution that failed there, for `/executions`."""
+        report = ExecutionReport(runner=runner, route=handover.route, action=handover.action, action_type="",
+                                 event_id=handover.id, ok=False, attempts=0, started_at=wall_clock(), duration=0.0,
+                                 error=error, output="")
+        self.registry.execution(report)
         if node.feed.wanted():
             node.feed.publish(execution_message(runner, report))
-        log.warning("step for a runner expired", runner=runner, route=handover.route, action=action,
-                    event_id=handover.origin_id, step=handover.step, ttl=ttl)
+        log.warning("step for a runner dropped", runner=runner, route=handover.route, action=handover.action,
+                    event_id=handover.origin_id, step=handover.step, error=error)
 
     async def _on_execution(self, message: Message) -> None:
         node = self.node

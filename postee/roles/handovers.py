@@ -22,7 +22,7 @@ controller (`/executions`, `postee_dispatch_expired`, the live feed).
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -47,7 +47,7 @@ from postee.bus.protocol import (
     runner_subject,
 )
 from postee.pipeline.events import Event, InvalidEvent, parse_event_off_loop
-from postee.pipeline.plan import Handover
+from postee.pipeline.plan import Handover, continuation_id
 from postee.store import Store
 
 log = structlog.get_logger("postee.handovers")
@@ -185,6 +185,19 @@ class RunnerHandovers:
 
 # -- a controller's end --------------------------------------------------------------------------------
 
+ANSWER_BYTES = 256 * 1024
+"""Bytes of events one answer to a runner carries at most (at least one event), and never more than a third
+of the bus's max_payload (escaped in JSON, an event grows): a backlog of large events drains instead of
+failing every answer."""
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+
+
+def expected_back(runner: str, origin: str, route: str, step: int) -> str:
+    """The processed key that lets `runner` hand `origin` back at `step` of `route` as an event that entered
+    at the controller (recorded when the controller handed it the steps before)."""
+    return f"expect:{runner}:{continuation_id(origin, route, step)}"
+
+
 def expired_message(runner: str, ttl: float) -> str:
     return f"expired: runner {runner!r} did not take this step within runner-dispatch-ttl ({ttl:g}s)"
 
@@ -195,11 +208,20 @@ class ControllerHandovers:
     def __init__(self, transport: Transport, store: Callable[[], Store]) -> None:
         self.transport = transport
         self._store = store
+        self._answered: dict[str, int] = {}
+        """Per runner, the last step id answered to it since this start: what it may acknowledge."""
+        self.last_asked: dict[str, float] = {}
+        """Per runner, when it last asked (trio clock): its steps are not expired while it takes them."""
 
     async def hand_over(self, handover: Handover) -> None:
-        """Keep the step for its runner, then tell the runner (a lost notice costs it one poll)."""
-        await self._store().outbox_add(dispatch_store_subject(handover.side), handover.text.encode(),
-                                       handover_headers(handover))
+        """Keep the step for its runner, then tell the runner (a lost notice costs it one poll). For an event
+        that entered here, first note where the runner may hand it back (`expected_back`)."""
+        store = self._store()
+        if handover.entered == "" and handover.returns_at is not None:
+            await store.mark_processed(expected_back(handover.side, handover.origin_id, handover.route,
+                                                     handover.returns_at))
+        await store.outbox_add(dispatch_store_subject(handover.side), handover.text.encode(),
+                               handover_headers(handover))
         try:
             await self.transport.publish(dispatch_notice_subject(handover.side), b"")
         except TransportError as exc:
@@ -213,30 +235,62 @@ class ControllerHandovers:
         if not isinstance(after, int) or isinstance(after, bool) or after < 0:
             raise ValueError("a request for steps is {\"after\": <id>}")
         store, subject = self._store(), dispatch_store_subject(runner)
-        if after:
-            await store.outbox_ack_upto(subject, after)
-        items = await store.outbox_for(subject, after, FETCH_BATCH)
+        self.last_asked[runner] = trio.current_time()
+        # acknowledged: only what was answered to it (a cursor from elsewhere, a forged one, forgets nothing)
+        acknowledged = min(after, self._answered.get(runner, 0))
+        if acknowledged:
+            await store.outbox_ack_upto(subject, acknowledged)
+        max_payload = getattr(self.transport, "max_payload", None) or DEFAULT_MAX_PAYLOAD
+        budget = min(ANSWER_BYTES, max_payload // 3)
+        items, size = [], 0
+        for item in await store.outbox_for(subject, after, FETCH_BATCH):
+            if items and size + len(item.payload) > budget:
+                break
+            items.append(item)
+            size += len(item.payload)
+        if items:
+            self._answered[runner] = max(self._answered.get(runner, 0), items[-1].id)
         return json.dumps({"items": [{"id": item.id, "headers": item.headers,
                                       "text": item.payload.decode("utf-8", "surrogatepass")}
                                      for item in items]}).encode()
 
-    async def expire(self, older_than: float) -> list[tuple[str, Handover]]:
-        """Forget the steps kept since before `older_than`; (runner, step) for each."""
+    async def too_large(self, runner: str, answer: bytes, error: Exception) -> Handover | None:
+        """After an answer could not be sent: when it held one step alone (too large for the bus even so),
+        forget that step and return it (the caller records it failed); None otherwise (try again later)."""
+        items = json.loads(answer)["items"]
+        if len(items) != 1 or "payload" not in str(error).lower():
+            return None
+        item = items[0]
+        await self._store().outbox_ack_upto(dispatch_store_subject(runner), int(item["id"]))
+        return _handover_of(runner, item["headers"])
+
+    async def expire(self, older_than: float, *, busy: Iterable[str] = ()) -> list[tuple[str, Handover]]:
+        """Forget the dispatched steps (`Postee-Step-Only: 1`) kept since before `older_than`, but those of
+        `busy` runners (taking their steps right now); (runner, step) for each. The steps of a serialized
+        route wait for their runner as long as it takes: nothing of a started chain is dropped."""
         expired = []
-        for item in await self._store().outbox_expire(DISPATCH_STORE_PREFIX, older_than):
-            headers = item.headers
-            try:
-                handover = Handover(origin_id=headers.get(HEADER_ORIGIN, ""), route=headers[HEADER_ROUTE],
-                                    step=int(headers[HEADER_STEP]), side=item.subject[len(DISPATCH_STORE_PREFIX):],
-                                    only=headers.get(HEADER_ONLY_STEP) == "1", text="",
-                                    entered=headers.get(HEADER_ENTERED, ""),
-                                    action=headers.get(HEADER_STEP_ACTION, ""))
-            except (KeyError, ValueError):
-                continue
-            expired.append((handover.side, handover))
+        items = []
+        for runner, _ in (await self.pending()).items():
+            if runner not in busy:
+                items += await self._store().outbox_expire(dispatch_store_subject(runner), older_than,
+                                                           header=(HEADER_ONLY_STEP, "1"))
+        for item in items:
+            handover = _handover_of(item.subject[len(DISPATCH_STORE_PREFIX):], item.headers)
+            if handover is not None:
+                expired.append((handover.side, handover))
         return expired
 
     async def pending(self) -> dict[str, int]:
         """Steps waiting, per runner."""
         counts = await self._store().outbox_counts(DISPATCH_STORE_PREFIX)
         return {subject[len(DISPATCH_STORE_PREFIX):]: n for subject, n in counts.items()}
+
+
+def _handover_of(runner: str, headers: Mapping[str, str]) -> Handover | None:
+    """The step a kept item stands for, from its headers (None: not one of ours)."""
+    try:
+        return Handover(origin_id=headers.get(HEADER_ORIGIN, ""), route=headers[HEADER_ROUTE],
+                        step=int(headers[HEADER_STEP]), side=runner, only=headers.get(HEADER_ONLY_STEP) == "1",
+                        text="", entered=headers.get(HEADER_ENTERED, ""), action=headers.get(HEADER_STEP_ACTION, ""))
+    except (KeyError, ValueError):
+        return None

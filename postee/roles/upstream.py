@@ -208,6 +208,8 @@ class Upstream:
 
     async def event_reported(self, event: Event) -> None:
         """The event's report is in the outbox: count it and wake the drain."""
+        if event.continues:
+            return  # a step the controller handed over: not an event this runner reports
         self.events_reported += 1
         self._wake.set()
 

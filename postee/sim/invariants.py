@@ -105,6 +105,16 @@ def actions_once(deployment: Deployment, facts: Mapping[tuple[str, str], RouteFa
                 found.append({"problem": "ran twice", "node": node, "action": action, "event_id": event_id,
                               "route": first.route, "items": list(first.items), "first": first.ended,
                               "again": again.started})
+    # one event under two ids (where it entered, and handed over): an action must not run for both
+    by_origin: dict[tuple[str, str, str, str], dict[str, Call]] = collections.defaultdict(dict)
+    for (node, route, action, event_id), attempts in grouped.items():
+        ok = [c for c in attempts if c.result == "ok"]
+        if ok:
+            by_origin[(node, route, action, origin_of(event_id))].setdefault(event_id, ok[0])
+    for (node, route, action, origin), runs in by_origin.items():
+        if len(runs) > 1 and not _aggregating_route(facts, node, route):
+            found.append({"problem": "ran twice for one event (under two ids)", "node": node, "action": action,
+                          "route": route, "event_id": origin, "ids": sorted(runs)})
     failed = {(e.node, e.route, e.action, e.event_id) for s in deployment.slots.values() for e in s.log.executions
               if not e.ok}
     for slot in deployment.slots.values():

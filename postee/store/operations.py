@@ -232,11 +232,17 @@ def outbox_for(conn: sqlite3.Connection, subject: str, after: int, limit: int) -
     ]
 
 
-def outbox_expire(conn: sqlite3.Connection, prefix: str, older_than: float) -> list[OutboxItem]:
-    """Delete and return the messages under subjects starting with `prefix` kept since before `older_than`."""
+def outbox_expire(conn: sqlite3.Connection, prefix: str, older_than: float,
+                  header: tuple[str, str] | None = None) -> list[OutboxItem]:
+    """Delete and return the messages under subjects starting with `prefix` kept since before `older_than`
+    (with `header`: only those whose header `header[0]` is `header[1]`)."""
+    where, params = "substr(subject, 1, ?) = ? AND ts < ?", [len(prefix), prefix, older_than]
+    if header is not None:
+        where += " AND json_extract(headers, ?) IS ?"
+        params += ['$."' + header[0].replace('"', '') + '"', header[1]]
     with atomic(conn):
-        rows = conn.execute("DELETE FROM outbox WHERE substr(subject, 1, ?) = ? AND ts < ? "
-                            "RETURNING id, subject, payload, headers, ts", (len(prefix), prefix, older_than)).fetchall()
+        rows = conn.execute(f"DELETE FROM outbox WHERE {where} RETURNING id, subject, payload, headers, ts",
+                            params).fetchall()
     rows.sort()
     return [
         OutboxItem(id_, subject, bytes(payload), json.loads(headers), ts) for id_, subject, payload, headers, ts in rows

@@ -392,6 +392,10 @@ class SqliteStore:
         now = wall_clock() if now is None else now
         return await self._call_batched(ops.mark_processed, event_id, now)
 
+    async def processed_exists(self, event_id: str) -> bool:
+        """Whether `event_id` is recorded as processed (and not forgotten yet)."""
+        return bool(await self._call(ops.scalar, "SELECT count(*) FROM processed WHERE event_id = ?", (event_id,)))
+
     async def forget_processed(self, event_id: str) -> bool:
         """Undo `mark_processed` for an event that could not be processed after all (it will come again)."""
         return await self._call(ops.execute, "DELETE FROM processed WHERE event_id = ?", (event_id,)) > 0
@@ -430,9 +434,11 @@ class SqliteStore:
         sql = "DELETE FROM outbox WHERE subject = ? AND id <= ?"
         return await self._call(ops.execute, sql, (subject, int(upto)))
 
-    async def outbox_expire(self, prefix: str, older_than: float) -> list[OutboxItem]:
-        """Delete and return the messages under subjects starting with `prefix` added before `older_than`."""
-        return await self._call(ops.outbox_expire, prefix, older_than)
+    async def outbox_expire(self, prefix: str, older_than: float, *, header: tuple[str, str] | None = None
+                            ) -> list[OutboxItem]:
+        """Delete and return the messages under subjects starting with `prefix` added before `older_than`
+        (only those with `header` = (name, value), when given)."""
+        return await self._call(ops.outbox_expire, prefix, older_than, header)
 
     async def outbox_counts(self, prefix: str) -> dict[str, int]:
         """Messages kept per subject, for subjects starting with `prefix`."""

@@ -27,6 +27,9 @@ FOUND_BUGS: dict[tuple[int, int, int], str] = {
     (17, 20, 200): "two reloads in a row: the pipeline in between, given no event, said its serialized route was "
                    "drained without waiting for the route it replaced (found once the router skipped routes an "
                    "event does not match; tests/sim/test_reload_keeps_order.py)",
+    (1, 3, 150): "with dispatch-to-runners, an event a runner reported was dispatched back to it: its action ran "
+                 "twice, under the event's id and under the handover's (found by the invariant counting runs per "
+                 "event across ids; tests/roles/test_handover_review.py)",
 }
 """(seed, runners, events) -> the bug that seed found."""
 
