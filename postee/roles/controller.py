@@ -382,6 +382,10 @@ class Controller:
                 if refused is not None:
                     log.warning("handed-over event refused", runner=runner, route=event.route, step=event.step,
                                 reason=refused)
+                    handover = Handover(origin_id=event.origin_id or "", route=event.route or "",
+                                        step=event.step or 0, side=runner, only=event.only_step, text="",
+                                        entered=event.entered or "", action=event.step_action or "")
+                    self._record_failed_step(node, runner, handover, f"handover refused by the controller: {refused}")
                     await self._reply(message, ACK)  # resending it cannot make it right
                     return
             else:

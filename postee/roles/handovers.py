@@ -107,13 +107,18 @@ class RunnerHandovers:
     """A runner's side of handovers: what it hands to its controller, and the steps it fetches from it."""
 
     def __init__(self, transport: Transport, runner: str, store: Callable[[], Store],
-                 wake_outbox: Callable[[], None]) -> None:
+                 wake_outbox: Callable[[], None],
+                 unusable: Callable[[Mapping[str, str], str], Awaitable[None]] | None = None) -> None:
+        """`unusable(headers, reason)`: tells the controller of a step this runner cannot run (it is dropped:
+        asking again would bring the same)."""
         self.transport = transport
         self.runner = runner
         self._store = store
         self._wake_outbox = wake_outbox
+        self._unusable = unusable
         self.fetched = 0
-        """Handed-over steps taken from the controller (counting resends it had to make)."""
+        """Handed-over steps taken from the controller (counting resends it had to make, and those this
+        runner could not run)."""
 
     async def hand_over(self, handover: Handover) -> None:
         """Into the outbox, after the runner's reports so far (the controller sees them in this order)."""
@@ -123,11 +128,13 @@ class RunnerHandovers:
 
     async def fetch(self, submit: Callable[[Event, str], Awaitable[bool]], *,
                     poll_interval: float = POLL_INTERVAL,
+                    check: Callable[[Event], str | None] = lambda event: None,
                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Take the steps the controller keeps for this runner, in order, for as long as the runner runs.
 
         `submit(event, processed_key)` records an event as accepted (False: it was already): only then
-        is the next request sent, which acknowledges it.
+        is the next request sent, which acknowledges it. `check(event)` says why this runner cannot run a
+        step (its configuration has no such route or step), or None.
         """
         wake = trio.Event()
         async with self.transport.subscribe(dispatch_notice_subject(self.runner)) as notices, \
@@ -149,7 +156,7 @@ class RunnerHandovers:
                     log.info("handed-over steps not fetched; trying again", error=str(exc) or type(exc).__name__)
                     items = []
                 for item in items:
-                    await self._take(item, submit)
+                    await self._take(item, submit, check)
                     after = max(after, int(item["id"]))
                 if items:
                     continue  # ask again at once: it acknowledges these, and more may wait
@@ -165,12 +172,20 @@ class RunnerHandovers:
             raise ValueError("the controller's answer has no list of items")
         return [item for item in items if isinstance(item, dict) and isinstance(item.get("id"), int)]
 
-    async def _take(self, item: Mapping[str, Any], submit: Callable[[Event, str], Awaitable[bool]]) -> None:
+    async def _take(self, item: Mapping[str, Any], submit: Callable[[Event, str], Awaitable[bool]],
+                    check: Callable[[Event], str | None]) -> None:
         headers = item.get("headers") if isinstance(item.get("headers"), dict) else {}
         try:
             event = await continuation_event(str(item.get("text", "")), headers, CONTROLLER_SOURCE)
+            reason = check(event)
         except InvalidEvent as exc:
-            log.warning("handed-over step unusable; skipped", item=item.get("id"), reason=str(exc))
+            reason = str(exc)
+        if reason is not None:
+            log.error("handed-over step cannot run here; dropped", item=item.get("id"),
+                      event_id=headers.get(HEADER_EVENT_ID), reason=reason)
+            if self._unusable is not None:
+                await self._unusable(headers, reason)
+            self.fetched += 1
             return
         while True:
             try:

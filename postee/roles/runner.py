@@ -15,6 +15,7 @@ logged once when it appears and carried by every heartbeat to the controller's `
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 
 import attrs
 import structlog
@@ -23,7 +24,9 @@ import trio
 from actors import Supervisor
 from actors.transport import Transport
 from postee.actions.base import ActionSpec
+from postee.bus.protocol import HEADER_EVENT_ID, HEADER_ROUTE, HEADER_STEP_ACTION
 from postee.config import Config, ConfigError, Problem
+from postee.pipeline.action_actor import Execution
 from postee.pipeline.events import Event
 from postee.pipeline.plan import SideLink
 from postee.roles.handovers import RunnerHandovers
@@ -80,7 +83,8 @@ class Runner:
         """The supervisor of the link's services (outbox, heartbeats, config watch), once running."""
         self.upstream = Upstream(transport, self.name, lambda: self._node().store, clock=wall_clock,
                                  backoff=options.backoff)
-        self.handovers = RunnerHandovers(transport, self.name, lambda: self._node().store, self.upstream.wake)
+        self.handovers = RunnerHandovers(transport, self.name, lambda: self._node().store, self.upstream.wake,
+                                         unusable=self._unusable_step)
 
     def _node(self) -> Node:
         assert self.node is not None
@@ -168,10 +172,31 @@ class Runner:
         link = node_supervisor("runner-link", node.metrics, stop_grace=self.options.node.stop_grace,
                                fail_fast_on_start=True)
         link.add(self.upstream.drain_outbox, name="outbox")
-        link.add(functools.partial(self.handovers.fetch, self._take_handover), name="handovers")
+        link.add(functools.partial(self.handovers.fetch, self._take_handover, check=self._cannot_run),
+                 name="handovers")
         link.add(functools.partial(self.upstream.send_heartbeats, self.options.heartbeat_interval), name="heartbeats")
         link.add(functools.partial(self.upstream.watch_config, self._config_notice), name="config-watch")
         return link
+
+    def _cannot_run(self, event: Event) -> str | None:
+        """Why this runner cannot run a step the controller handed it (its configuration changed), or None."""
+        pipeline = self._node().pipeline
+        route = pipeline.routes.get(event.route or "") if pipeline is not None else None
+        if route is None:
+            return f"this runner has no route {event.route!r}"
+        if route.plan is not None:  # a serialized route across sides: its whole plan is known here
+            found = route.plan.resolve(event.step or 0, event.step_action) is not None
+        else:  # only this runner's actions are: a dispatched step must be one of them
+            found = event.step_action is None or event.step_action in route.by_name
+        return None if found else f"route {event.route!r} has no step {event.step} ({event.step_action!r}) here"
+
+    async def _unusable_step(self, headers: Mapping[str, str], reason: str) -> None:
+        """A step this runner cannot run: a failed execution, reported like any other."""
+        now = wall_clock()
+        await self.upstream.report_execution(Execution(
+            action=headers.get(HEADER_STEP_ACTION, ""), action_type="", route=headers.get(HEADER_ROUTE, ""),
+            event_id=headers.get(HEADER_EVENT_ID, ""), ok=False, attempts=0, started_at=now, duration=0.0,
+            error=f"not run on runner {self.name!r}: {reason}", output=""))
 
     async def _take_handover(self, event: Event, processed_key: str) -> bool:
         """A step the controller handed over: recorded and queued like an accepted event."""

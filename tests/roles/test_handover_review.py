@@ -359,8 +359,6 @@ async def test_a_handover_in_flight_across_a_reload_that_moves_its_step_runs_the
         assert ran(sim, "audit") == [1] and ran(sim, "extra") == []
 
 
-@pytest.mark.xfail(strict=True, reason="review #16: a step fetched by a runner whose configuration no longer has "
-                   "the route is finished without a trace (no log, no execution report): lost silently")
 async def test_a_step_for_a_route_the_runner_no_longer_has_is_not_dropped_silently(autojump_clock, tmp_path):
     async with open_deployment(tmp_path) as sim, \
             sim.controller(config(("dispatched", ["ship", "audit"], False), dispatch=True)) as controller:
@@ -380,9 +378,6 @@ async def test_a_step_for_a_route_the_runner_no_longer_has_is_not_dropped_silent
         assert said or reported, "the step was taken and forgotten without a word"
 
 
-@pytest.mark.xfail(strict=True, reason="review #16: a kept step the runner cannot use (damaged, or from another "
-                   "version) is acknowledged and forgotten with a log line on the runner only: nothing in the "
-                   "controller's /executions, unlike an expired one")
 async def test_a_step_the_runner_cannot_use_is_reported_to_the_controller(autojump_clock, tmp_path):
     async with open_deployment(tmp_path) as sim, \
             sim.controller(config(("dispatched", ["ship", "audit"], False), dispatch=True)) as controller:
