@@ -40,7 +40,8 @@ class LegacyTemplate:
     async def compile(self, pool: RegoPool) -> None:
         """Nothing to prepare: the renderer is code."""
 
-    async def render(self, pool: RegoPool, event: Mapping[str, Any], aqua_server: str = "") -> Content:
+    async def render(self, pool: RegoPool, event: Mapping[str, Any], aqua_server: str = "",
+                     text: str | None = None) -> Content:
         try:
             out = await offload(render_content, event, self.renderer, server_url(aqua_server))
         except LegacyRenderError as exc:

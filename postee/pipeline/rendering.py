@@ -45,8 +45,9 @@ class RenderCache:
         self._entries: collections.OrderedDict[tuple[str, str], _Entry] = collections.OrderedDict()
         self.evaluations = 0
 
-    async def render(self, template: Evaluator, event_id: str, event: Mapping[str, Any]) -> Content:
-        """The content of `event` through `template`; raises TemplateError."""
+    async def render(self, template: Evaluator, event_id: str, event: Mapping[str, Any],
+                     text: str | None = None) -> Content:
+        """The content of `event` (`text`: its JSON text, when at hand) through `template`; raises TemplateError."""
         key = (event_id, template.name)
         entry = self._entries.get(key)
         if entry is not None:
@@ -61,7 +62,7 @@ class RenderCache:
             self._entries.popitem(last=False)
         self.evaluations += 1
         try:
-            entry.value = await render(self.pool, template, event, self.aqua_server)
+            entry.value = await render(self.pool, template, event, self.aqua_server, text)
         except TemplateError as exc:
             entry.error = exc
             self._count(template, "error")

@@ -271,7 +271,7 @@ class RouteActor(Actor[RouteJob]):
         if not self.actions and not self._hands_over(event):
             return RouteOutcome(name, matched=True, dropped="no local actions"), None
         try:
-            content = await services.renderer.render(self.template, event.id, event.body)
+            content = await services.renderer.render(self.template, event.id, event.body, event.text)
         except TemplateError as exc:
             return self._failed("render", event, exc), None
         return None, content

@@ -96,8 +96,9 @@ class Evaluator(Protocol):
         """Load-time preparation (a Rego template compiles in the pool); raises `TemplateError`."""
         ...
 
-    async def render(self, pool: RegoPool, event: Mapping[str, Any], aqua_server: str = "") -> Content:
-        """The content of `event`; raises `TemplateError`."""
+    async def render(self, pool: RegoPool, event: Mapping[str, Any], aqua_server: str = "",
+                     text: str | None = None) -> Content:
+        """The content of `event` (`text`: its JSON text, when at hand); raises `TemplateError`."""
         ...
 
 
@@ -116,8 +117,9 @@ class Template:
         except RegoCompileError as exc:
             raise TemplateError(f"template {self.name!r} ({self.origin}): {exc}") from None
 
-    async def render(self, pool: RegoPool, event: Mapping[str, Any], aqua_server: str = "") -> Content:
-        return await render_rego(pool, self, event, aqua_server)
+    async def render(self, pool: RegoPool, event: Mapping[str, Any], aqua_server: str = "",
+                     text: str | None = None) -> Content:
+        return await render_rego(pool, self, event, aqua_server, text)
 
 
 @attrs.frozen
@@ -198,6 +200,19 @@ def augment_event(event: Mapping[str, Any], aqua_server: str = "") -> dict[str, 
     augmented = dict(event)
     augmented["postee"] = {"AquaServer": aqua_server or ""}
     return augmented
+
+
+def augmented_json(event: Mapping[str, Any], aqua_server: str = "", text: str | None = None) -> str:
+    """`augment_event` as JSON text. With the event's own text (`Event.text`, which reads as exactly
+    `event`), `"postee"` is spliced in before its closing brace instead of encoding the whole event again;
+    an event with a `postee` key of its own is encoded again (the server's value must win)."""
+    if text is not None and "postee" not in event:
+        head = text.rstrip()
+        if head.endswith("}"):
+            head = head[:-1].rstrip()
+            separator = "" if head.endswith("{") else ","
+            return f'{head}{separator}"postee":{{"AquaServer":{json.dumps(aqua_server or "")}}}}}'
+    return json.dumps(augment_event(event, aqua_server), ensure_ascii=False)
 
 
 async def fetch_template(url: str, client: httpx.AsyncClient | None = None, *, name: str | None = None) -> str:
@@ -349,8 +364,10 @@ def owners_of(event: Mapping[str, Any]) -> str | None:
     return as_text(owners)
 
 
-async def _evaluate(pool: RegoPool, template: Template, input_value: Any) -> dict[str, Any]:
-    input_json = json.dumps(input_value, ensure_ascii=False)
+async def _evaluate(pool: RegoPool, template: Template, input_value: Any, input_json: str | None = None
+                    ) -> dict[str, Any]:
+    if input_json is None:
+        input_json = json.dumps(input_value, ensure_ascii=False)
     try:
         value = await pool.evaluate(template.spec, input_json)
     except RegoCompileError as exc:
@@ -362,14 +379,17 @@ async def _evaluate(pool: RegoPool, template: Template, input_value: Any) -> dic
     return _output_of(template, value)
 
 
-async def render(pool: RegoPool, template: Evaluator, event: Mapping[str, Any], aqua_server: str = "") -> Content:
-    """The content `template` makes of `event`, whatever kind of template it is; raises `TemplateError`."""
-    return await template.render(pool, event, aqua_server)
+async def render(pool: RegoPool, template: Evaluator, event: Mapping[str, Any], aqua_server: str = "",
+                 text: str | None = None) -> Content:
+    """The content `template` makes of `event` (`text`: its JSON text, when at hand), whatever kind of
+    template it is; raises `TemplateError`."""
+    return await template.render(pool, event, aqua_server, text)
 
 
-async def render_rego(pool: RegoPool, template: Template, event: Mapping[str, Any], aqua_server: str = "") -> Content:
+async def render_rego(pool: RegoPool, template: Template, event: Mapping[str, Any], aqua_server: str = "",
+                      text: str | None = None) -> Content:
     """Evaluate a Rego `template` on `event` and build the content map; raises `TemplateError`."""
-    output = await _evaluate(pool, template, augment_event(event, aqua_server))
+    output = await _evaluate(pool, template, None, augmented_json(event, aqua_server, text))
     fields = {attr: as_text(output[key]) if key in output else "" for key, attr in _OPTIONAL_FIELDS}
     aggregation_pkg = output.get("aggregation_pkg")
     return Content(
