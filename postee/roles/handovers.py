@@ -284,15 +284,14 @@ class ControllerHandovers:
         `busy` runners (taking their steps right now); (runner, step) for each. The steps of a serialized
         route wait for their runner as long as it takes: nothing of a started chain is dropped."""
         expired = []
-        items = []
-        for runner, _ in (await self.pending()).items():
-            if runner not in busy:
-                items += await self._store().outbox_expire(dispatch_store_subject(runner), older_than,
-                                                           header=(HEADER_ONLY_STEP, "1"))
-        for item in items:
-            handover = _handover_of(item.subject[len(DISPATCH_STORE_PREFIX):], item.headers)
-            if handover is not None:
-                expired.append((handover.side, handover))
+        for runner in await self.pending():
+            if runner in busy:
+                continue
+            for item in await self._store().outbox_expire(dispatch_store_subject(runner), older_than,
+                                                          header=(HEADER_ONLY_STEP, "1")):
+                handover = _handover_of(runner, item.headers)
+                if handover is not None:
+                    expired.append((runner, handover))
         return expired
 
     async def pending(self) -> dict[str, int]:

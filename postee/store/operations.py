@@ -232,11 +232,11 @@ def outbox_for(conn: sqlite3.Connection, subject: str, after: int, limit: int) -
     ]
 
 
-def outbox_expire(conn: sqlite3.Connection, prefix: str, older_than: float,
+def outbox_expire(conn: sqlite3.Connection, subject: str, older_than: float,
                   header: tuple[str, str] | None = None) -> list[OutboxItem]:
-    """Delete and return the messages under subjects starting with `prefix` kept since before `older_than`
-    (with `header`: only those whose header `header[0]` is `header[1]`)."""
-    where, params = "substr(subject, 1, ?) = ? AND ts < ?", [len(prefix), prefix, older_than]
+    """Delete and return the messages under `subject` kept since before `older_than` (with `header`: only
+    those whose header `header[0]` is `header[1]`)."""
+    where, params = "subject = ? AND ts < ?", [subject, older_than]
     if header is not None:
         where += " AND json_extract(headers, ?) IS ?"
         params += ['$."' + header[0].replace('"', '') + '"', header[1]]

@@ -434,11 +434,11 @@ class SqliteStore:
         sql = "DELETE FROM outbox WHERE subject = ? AND id <= ?"
         return await self._call(ops.execute, sql, (subject, int(upto)))
 
-    async def outbox_expire(self, prefix: str, older_than: float, *, header: tuple[str, str] | None = None
+    async def outbox_expire(self, subject: str, older_than: float, *, header: tuple[str, str] | None = None
                             ) -> list[OutboxItem]:
-        """Delete and return the messages under subjects starting with `prefix` added before `older_than`
-        (only those with `header` = (name, value), when given)."""
-        return await self._call(ops.outbox_expire, prefix, older_than, header)
+        """Delete and return the messages under `subject` added before `older_than` (only those with
+        `header` = (name, value), when given)."""
+        return await self._call(ops.outbox_expire, subject, older_than, header)
 
     async def outbox_counts(self, prefix: str) -> dict[str, int]:
         """Messages kept per subject, for subjects starting with `prefix`."""
