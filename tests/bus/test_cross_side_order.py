@@ -212,7 +212,9 @@ async def test_a_serialized_route_across_sides_runs_in_list_order(tmp_path, faul
                         killed_at = time.monotonic()
                         deployment.controller.process.kill()
                         deployment.controller.process.wait()
-                        await trio.sleep(1.0)  # the runner goes on: its a's run, its handovers wait
+                        # the runner goes on without it: its a's run, its handovers wait in its outbox
+                        ran = len(a.requests)
+                        assert await wait_for(lambda: len(a.requests) >= ran + 5, timeout=30), deployment.logs()
                         restarted_at = time.monotonic()
                         # b under way at the kill, or ended just before it with its outcome not yet recorded,
                         # may run again (the sink may take a request of the dying controller a little late)
@@ -220,12 +222,11 @@ async def test_a_serialized_route_across_sides_runs_in_list_order(tmp_path, faul
                         await deployment.start_controller(client)
             done = await wait_for(lambda: all(len(sink.requests) >= EVENTS for sink in sinks.values()), timeout=120)
             assert done, f"a {len(a.requests)}, b {len(b.requests)}, c {len(c.requests)}\n{deployment.logs()}"
-            await trio.sleep(0.5)  # anything run twice would show now
-            # (c may also run again for an event whose b ran again: the same allowance)
-            check_order(sinks, twice_allowed=twice_allowed)
             if fault == "none":
                 await check_executions(client, deployment)
-            for node in (deployment.runner, deployment.controller):
+            for node in (deployment.runner, deployment.controller):  # a stop drains: nothing runs after it
                 assert node is not None and await node.stop() == 0, deployment.logs()
+            # (c may also run again for an event whose b ran again: the same allowance)
+            check_order(sinks, twice_allowed=twice_allowed)
         finally:
             deployment.kill_all()
