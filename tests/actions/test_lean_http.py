@@ -42,6 +42,7 @@ from postee.actions.httpclient import (
     send_request,
 )
 from postee.actions.lean_http import MAX_REDIRECTS, LeanClient, parse_plain_head
+from tests.helpers.changes import Changes
 from tests.helpers.http_sink import open_https_sink
 
 TIMEOUT = 5.0
@@ -106,17 +107,14 @@ class RawServer:
         self.requests: list[RawRequest] = []
         self.connections = 0
         self.closed = 0
-        self._changed = trio.Event()
+        self.changes = Changes(WAIT)
 
     def _note(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        self.changes.note()
 
     async def wait(self, condition: Callable[[], bool]) -> None:
         """Until `condition()` holds (checked whenever a request arrives or a connection ends)."""
-        with trio.fail_after(WAIT):
-            while not condition():
-                await self._changed.wait()
+        await self.changes.wait(condition)
 
     async def handle(self, stream: trio.SocketStream) -> None:
         connection = self.connections

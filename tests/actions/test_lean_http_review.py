@@ -34,6 +34,7 @@ import trustme
 from postee.actions import ActionError
 from postee.actions.httpclient import open_http_client, open_lean_client, request
 from postee.actions.lean_http import LeanClient
+from tests.helpers.changes import Changes
 
 TIMEOUT = 5.0
 WAIT = 5.0
@@ -90,16 +91,13 @@ class Server:
         self.server_names: list[str | None] = []
         self.url = ""
         self.port = 0
-        self._changed = trio.Event()
+        self.changes = Changes(WAIT)
 
     def _note(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        self.changes.note()
 
     async def wait(self, condition: Callable[[], bool]) -> None:
-        with trio.fail_after(WAIT):
-            while not condition():
-                await self._changed.wait()
+        await self.changes.wait(condition)
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         number = self.connections
