@@ -40,7 +40,7 @@ from postee.pipeline.rulebook import RuleBook
 from postee.rego.engine import RegoError
 from postee.rego.library import TemplateLibrary
 from postee.rego.pool import RegoPool
-from postee.rego.render import Evaluator, TemplateSpec, check_template, load_template
+from postee.rego.render import Evaluator, Template, TemplateSpec, check_template, load_template
 from postee.rego.rules import build_rule
 from postee.runtime import offload
 from postee.store import Store
@@ -217,7 +217,12 @@ async def build_pipeline(
             plan=plan_of(route, specs, from_slice=link.side != CONTROLLER_SIDE) if link is not None else None,
             **({"capacity": mailbox_capacity} if mailbox_capacity else {}),
         )
-    rulebook = None if os.environ.get(ENV_RULES_ONE_BY_ONE) == "1" else RuleBook(pool, rules)
+    # Rendered in the rules' worker call, for the routes that render what they match (local actions, or
+    # a plan handing events over); a Rego template only (legacy renderers are Python, in this process).
+    renders = {name: actor.template for name, actor in route_actors.items()
+               if isinstance(actor.template, Template) and (actor.actions or actor.plan is not None)}
+    rulebook = (None if os.environ.get(ENV_RULES_ONE_BY_ONE) == "1"
+                else RuleBook(pool, rules, renders=renders, renderer=renderer))
     router = Router(list(route_actors.values()), capacity=intake_capacity, ledger=ledger, on_routed=on_routed,
                     rulebook=rulebook)
 

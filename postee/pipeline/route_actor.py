@@ -183,7 +183,8 @@ class RouteActor(Actor[RouteJob]):
                 task_status.started(self.address)
                 async for job in self.mailbox:
                     prepared = _Prepared()
-                    stages.start_soon(self._prepare_into, job.event, job.rule, prepared)
+                    if job.rule is None or not self._prepared_at_once(job.event, job.rule, prepared):
+                        stages.start_soon(self._prepare_into, job.event, job.rule, prepared)
                     await lane.address.send((job, prepared))
                 lane.begin_stop()  # the lane finishes what it holds, then its run returns
             timers.cancel_scope.cancel()
@@ -193,6 +194,30 @@ class RouteActor(Actor[RouteJob]):
             await self.after.wait()
             self.after = None
         self.drained.set()
+
+    def _prepared_at_once(self, event: Event, decision: Decision, prepared: _Prepared) -> bool:
+        """Prepare without a task of its own when nothing is left to wait for: the router decided, and the
+        route stops there or its content is rendered already (the rule book renders the templates of the
+        routes an event matched in the rules' own worker call). False: a task must do it."""
+        rendered = None
+        if decision is True and self._renders(event):
+            rendered = self.services.renderer.ready(self.template, event.id)
+            if rendered is None:
+                return False
+        try:
+            self.processed += 1
+            outcome = self._decided(event, decision)
+            if outcome is None:
+                assert rendered is not None
+                content, error = rendered
+                if error is not None:
+                    outcome = self._failed("render", event, error)
+                prepared.content = content
+            prepared.outcome = outcome
+        except Exception as exc:  # a bug: reported for this event, the route goes on
+            prepared.outcome = self._failed("internal", event, exc)
+        prepared.done.set()
+        return True
 
     async def _prepare_into(self, event: Event, decision: Decision | None, prepared: _Prepared) -> None:
         try:
@@ -210,7 +235,8 @@ class RouteActor(Actor[RouteJob]):
             # drains with no deadline but the node's stop, each action bounded by its own budget).
             await self.after.wait()
             self.after = None
-        await prepared.done.wait()
+        if not prepared.done.is_set():  # (a set Event's wait still yields to the scheduler)
+            await prepared.done.wait()
         try:
             outcome = prepared.outcome
             if outcome is None:
@@ -249,32 +275,42 @@ class RouteActor(Actor[RouteJob]):
                       decision: Decision | None = None) -> tuple[RouteOutcome | None, Content | None]:
         """Rule and render: an outcome when the route stops here, else the content to finish with.
         `decision`: the route's rule on the event, decided by the router (None: evaluated here)."""
-        services, name = self.services, self.route.name
+        services = self.services
         self.processed += 1
-        try:
-            if decision is None:  # not decided by the router (a tenant run, or no rule book)
-                matched = await self.rule.matches(services.pool, event.body, event.text)
-            elif isinstance(decision, RegoError):
-                raise decision
-            else:
-                matched = decision
-        except RegoError as exc:
-            return self._failed("rule", event, exc), None
-        if not matched:
-            return RouteOutcome(name, matched=False), None
-        self.matched += 1
-        if services.metrics is not None:
-            services.metrics.route_matches.labels(name).inc()
-        entered_elsewhere = self._entered_elsewhere(event)
-        if entered_elsewhere is not None:
-            return RouteOutcome(name, matched=True, dropped=entered_elsewhere), None
-        if not self.actions and not self._hands_over(event):
-            return RouteOutcome(name, matched=True, dropped="no local actions"), None
+        if decision is None:  # not decided by the router (a tenant run, or no rule book)
+            try:
+                decision = await self.rule.matches(services.pool, event.body, event.text)
+            except RegoError as exc:
+                decision = exc
+        outcome = self._decided(event, decision)
+        if outcome is not None:
+            return outcome, None
         try:
             content = await services.renderer.render(self.template, event.id, event.body, event.text)
         except TemplateError as exc:
             return self._failed("render", event, exc), None
         return None, content
+
+    def _decided(self, event: Event, decision: Decision) -> RouteOutcome | None:
+        """Count the rule's decision; the outcome when the route stops there, None when it renders."""
+        name = self.route.name
+        if isinstance(decision, RegoError):
+            return self._failed("rule", event, decision)
+        if not decision:
+            return RouteOutcome(name, matched=False)
+        self.matched += 1
+        if self.services.metrics is not None:
+            self.services.metrics.route_matches.labels(name).inc()
+        entered_elsewhere = self._entered_elsewhere(event)
+        if entered_elsewhere is not None:
+            return RouteOutcome(name, matched=True, dropped=entered_elsewhere)
+        if not self.actions and not self._hands_over(event):
+            return RouteOutcome(name, matched=True, dropped="no local actions")
+        return None
+
+    def _renders(self, event: Event) -> bool:
+        """Whether a match of `event` is rendered here (`_decided`'s None, without counting it)."""
+        return self._entered_elsewhere(event) is None and bool(self.actions or self._hands_over(event))
 
     async def finish(self, event: Event, content: Content, *, wait: bool = False) -> RouteOutcome:
         """Dedup, then aggregate or hand over to the actions. Called in arrival order."""

@@ -92,7 +92,8 @@ class Router(Actor[Event]):
 
     async def _hand_over(self, item: tuple[Event, _Decided]) -> None:
         event, decided = item
-        await decided.done.wait()
+        if not decided.done.is_set():  # (a set Event's wait still yields to the scheduler)
+            await decided.done.wait()
         await self._send(event, decided.decisions)
 
     async def _failed(self, item: tuple[Event, _Decided], exc: Exception) -> None:

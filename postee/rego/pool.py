@@ -173,6 +173,26 @@ def _evaluate_rule_set(backend_name: str, spec: RuleSetSpec, input_json: str) ->
     return [_outcome(value) for value in _compiled(backend_name, spec).evaluate_each(input_json)]
 
 
+def _rules_then_renders(backend_name: str, rules: RuleSetSpec | tuple[QuerySpec, ...], input_json: str,
+                        renders: tuple[tuple[QuerySpec, tuple[int, ...] | None], ...], render_json: str
+                        ) -> tuple[list[tuple[bool, Any]], list[tuple[bool, Any] | None]]:
+    """The rules on `input_json` (a rule set, or queries each apart), then each template of `renders` on
+    `render_json`, but only when one of the rules listed with it answered `true` (listed as None: always;
+    None in its place when not asked): one worker call per event for the router's decision and the
+    renders it leads to."""
+    if isinstance(rules, RuleSetSpec):
+        outcomes = _evaluate_rule_set(backend_name, rules, input_json)
+    else:
+        outcomes = _evaluate_specs(backend_name, rules, input_json)
+    rendered: list[tuple[bool, Any] | None] = []
+    for spec, wanted_by in renders:
+        if wanted_by is None or any(outcomes[i][0] and outcomes[i][1] is True for i in wanted_by):  # not 1, 1.0
+            rendered.append(call_in_worker(_evaluate_spec, backend_name, spec, render_json))
+        else:
+            rendered.append(None)
+    return outcomes, rendered
+
+
 def _outcome(value: Any) -> tuple[bool, Any]:
     if isinstance(value, RegoCompileError):
         return False, (RegoCompileError, (value.message, value.file, value.line))
@@ -206,6 +226,8 @@ class PoolStats:
     """Counters for metrics and logs."""
 
     evaluations: int = 0
+    calls: int = 0
+    """Round trips to a worker (several evaluations may share one)."""
     errors: int = 0
     crashes: int = 0
     timeouts: int = 0
@@ -259,6 +281,23 @@ class RegoPool:
         self.stats.evaluations += 1
         return self._outcomes(await self.run(_evaluate_rule_set, self.backend_name, spec, input_json))
 
+    async def evaluate_rules_then_renders(
+        self, rules: RuleSetSpec | tuple[QuerySpec, ...], input_json: str,
+        renders: tuple[tuple[QuerySpec, tuple[int, ...] | None], ...], render_json: str,
+    ) -> tuple[list[Any], dict[int, Any]]:
+        """`evaluate_rules` (a rule set) or `evaluate_many` (queries), then, in the same worker call, each
+        template of `renders` on `render_json` when one of the rules listed with it (their indices in the
+        outcomes; None: always) answered `true`. Returns the rules' outcomes and, by position in `renders`,
+        the outcomes of the templates evaluated (each a value or its own error as an exception object).
+        Raises as `evaluate_rules` does."""
+        self.stats.evaluations += 1
+        outcomes, rendered = await self.run(_rules_then_renders, self.backend_name, rules, input_json, renders,
+                                            render_json)
+        asked = {position: outcome for position, outcome in enumerate(rendered) if outcome is not None}
+        self.stats.evaluations += len(asked)
+        values = dict(zip(asked, self._outcomes(list(asked.values())), strict=True))
+        return self._outcomes(outcomes), values
+
     async def compile(self, spec: QuerySpec | RuleSetSpec) -> None:
         """Compile `spec` in a worker to check it at load time; raises `RegoCompileError`."""
         await self.run(_compile_spec, self.backend_name, spec)
@@ -269,6 +308,7 @@ class RegoPool:
         `fn` must be importable by name (a module-level function) in process mode. Raises
         `RegoCompileError`/`RegoEvalError` from the worker, or `RegoWorkerError` for a crash or timeout.
         """
+        self.stats.calls += 1
         if self.isolation == "inline":  # on the loop: nothing can time out or crash apart, nothing to limit
             ok, value = call_in_worker(fn, *args)
             await trio.lowlevel.checkpoint()

@@ -370,13 +370,16 @@ async def _evaluate(pool: RegoPool, template: Template, input_value: Any, input_
         input_json = json.dumps(input_value, ensure_ascii=False)
     try:
         value = await pool.evaluate(template.spec, input_json)
-    except RegoCompileError as exc:
-        raise TemplateError(f"template {template.name!r} ({template.origin}): {exc}") from None
-    except RegoEvalError as exc:
-        raise TemplateError(f"template {template.name!r} ({template.origin}): {exc}") from None
-    if value is UNDEFINED:
-        value = None
-    return _output_of(template, value)
+    except (RegoCompileError, RegoEvalError) as exc:
+        value = exc
+    return _output_from(template, value)
+
+
+def _output_from(template: Template, outcome: Any) -> dict[str, Any]:
+    """The template's output from its evaluation's outcome (a value, or the error it raised)."""
+    if isinstance(outcome, RegoCompileError | RegoEvalError):
+        raise TemplateError(f"template {template.name!r} ({template.origin}): {outcome}")
+    return _output_of(template, None if outcome is UNDEFINED else outcome)
 
 
 async def render(pool: RegoPool, template: Evaluator, event: Mapping[str, Any], aqua_server: str = "",
@@ -390,6 +393,17 @@ async def render_rego(pool: RegoPool, template: Template, event: Mapping[str, An
                       text: str | None = None) -> Content:
     """Evaluate a Rego `template` on `event` and build the content map; raises `TemplateError`."""
     output = await _evaluate(pool, template, None, augmented_json(event, aqua_server, text))
+    return _content_of(output, event)
+
+
+def rendered_content(template: Template, outcome: Any, event: Mapping[str, Any]) -> Content:
+    """The content from `template`'s evaluation on `event` made elsewhere (`outcome`: its value, or the
+    error it raised, as `RegoPool.evaluate_rules_then_renders` gives it): what `render_rego` returns, or
+    raises, for the same evaluation."""
+    return _content_of(_output_from(template, outcome), event)
+
+
+def _content_of(output: dict[str, Any], event: Mapping[str, Any]) -> Content:
     fields = {attr: as_text(output[key]) if key in output else "" for key, attr in _OPTIONAL_FIELDS}
     aggregation_pkg = output.get("aggregation_pkg")
     return Content(
