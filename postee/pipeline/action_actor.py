@@ -93,7 +93,10 @@ class ActionActor(Actor[ActionJob]):
                 task_status.started(self.address)
                 async for job in self.mailbox:
                     slot = object()  # jobs hold mappings and are not hashable: borrow on a token's behalf
-                    await limiter.acquire_on_behalf_of(slot)
+                    try:
+                        limiter.acquire_on_behalf_of_nowait(slot)  # a free slot: no trip through the scheduler
+                    except trio.WouldBlock:
+                        await limiter.acquire_on_behalf_of(slot)
                     nursery.start_soon(self._send, job, limiter, slot)
 
     async def _send(self, job: ActionJob, limiter: trio.CapacityLimiter, slot: object) -> None:

@@ -120,3 +120,55 @@ async def test_actor_runs_handles_and_stops_after_draining():
         actor.begin_stop()
     assert actor.stopped
     assert [sink.receive_nowait() for _ in range(3)] == [0, 2, 4]
+
+
+async def test_queued_messages_are_taken_without_yielding_but_others_still_run(autojump_clock):
+    """A queued message is taken (and a message sent into room) without a trip through the scheduler,
+    ~10 µs each on a small VM (issue #15); a receiver whose handler never waits still yields once every
+    `QUEUED_IN_A_ROW` messages, so a full mailbox cannot hold the event loop for its whole length."""
+    from actors.mailbox import QUEUED_IN_A_ROW
+
+    mailbox: Mailbox[int] = Mailbox(200, name="busy")
+    addr = mailbox.address()
+    for n in range(160):
+        await addr.send(n)
+    ticks = 0
+    received: list[int] = []
+
+    async def ticker():
+        nonlocal ticks
+        for _ in range(100_000):  # cancelled long before
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ticker)
+        await trio.lowlevel.checkpoint()
+        start = ticks
+        while len(received) < 160:
+            received.append(await mailbox.receive())  # a handler that never waits
+        yielded = ticks - start
+        nursery.cancel_scope.cancel()
+    assert received == list(range(160))
+    assert 160 // QUEUED_IN_A_ROW - 1 <= yielded <= 160 // QUEUED_IN_A_ROW + 1  # not 160: not once per message
+
+
+async def test_a_sender_finding_room_does_not_overtake_waiting_senders(autojump_clock):
+    mailbox: Mailbox[str] = Mailbox(1, name="fifo")
+    addr = mailbox.address()
+    await addr.send("first")
+    order = []
+
+    async def send(word):
+        await addr.send(word)
+        order.append(word)
+
+    async with trio.open_nursery() as nursery:
+        for word in ("second", "third"):
+            nursery.start_soon(send, word)
+            await trio.testing.wait_all_tasks_blocked()
+        assert await mailbox.receive() == "first"  # "second" takes the room at once; "third" still waits
+        nursery.start_soon(send, "fourth")
+        await trio.testing.wait_all_tasks_blocked()
+        assert [await mailbox.receive() for _ in range(3)] == ["second", "third", "fourth"]
+    assert order == ["second", "third", "fourth"]
