@@ -112,7 +112,9 @@ class Mailbox(Generic[T]):
 
         A message already queued is taken without a trip through the scheduler (Trio's `receive` yields
         even then, ~10 µs on a small VM, several times per event across a pipeline), but at most
-        `QUEUED_IN_A_ROW` in a row, so a busy actor whose handler never waits still lets others run.
+        `QUEUED_IN_A_ROW` in a row, so a busy actor whose handler never waits still lets others run. It
+        is still a cancel point: a cancelled receiver raises `Cancelled` and leaves the message queued
+        (for the actor's restart, which keeps the mailbox).
         """
         while True:
             if self._closed:
@@ -124,6 +126,7 @@ class Mailbox(Generic[T]):
                 except (trio.ClosedResourceError, trio.EndOfChannel):
                     raise MailboxClosed(f"mailbox {self.name!r} is closed and drained") from None
             elif self._in_a_row < QUEUED_IN_A_ROW:
+                await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled receiver leaves the message queued
                 try:
                     msg = self._receive.receive_nowait()
                     self._in_a_row += 1
@@ -176,14 +179,22 @@ class Address(Generic[T]):
         mailbox = self._mailbox
         if mailbox._closed:
             raise MailboxClosed(f"mailbox {mailbox.name!r} is closed")
+        await trio.lowlevel.checkpoint_if_cancelled()  # a cancel point, as Trio's `send` (no yield)
         try:
             try:
                 self._send.send_nowait(message)  # room: no trip through the scheduler (see `Mailbox.receive`)
+                mailbox.sent += 1
             except trio.WouldBlock:
-                await self._send.send(message)  # behind the senders already waiting: FIFO
+                # Counted while it waits: a receiver that takes queued messages without yielding may take
+                # this one before this task resumes (the depth would read negative meanwhile).
+                mailbox.sent += 1
+                try:
+                    await self._send.send(message)  # behind the senders already waiting: FIFO
+                except BaseException:
+                    mailbox.sent -= 1
+                    raise
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise MailboxClosed(f"mailbox {mailbox.name!r} is closed") from None
-        mailbox.sent += 1
         depth = mailbox.sent - mailbox.received
         if depth > mailbox.high_water:
             mailbox.high_water = depth

@@ -34,7 +34,7 @@ from postee.pipeline.events import Event
 from postee.pipeline.ledger import Ledger
 from postee.pipeline.plan import CONTROLLER_SIDE, SideLink, plan_of
 from postee.pipeline.rendering import RenderCache
-from postee.pipeline.route_actor import RouteActor, RouteJob, RouteOutcome, RouteServices
+from postee.pipeline.route_actor import DEFAULT_ROUTE_WINDOW, RouteActor, RouteJob, RouteOutcome, RouteServices
 from postee.pipeline.router import DEFAULT_INTAKE_CAPACITY, Router
 from postee.pipeline.rulebook import RuleBook
 from postee.rego.engine import RegoError
@@ -221,10 +221,12 @@ async def build_pipeline(
     # a plan handing events over); a Rego template only (legacy renderers are Python, in this process).
     renders = {name: actor.template for name, actor in route_actors.items()
                if isinstance(actor.template, Template) and (actor.actions or actor.plan is not None)}
+    renders_for = {name: actor.renders for name, actor in route_actors.items() if actor.plan is not None}
     rulebook = (None if os.environ.get(ENV_RULES_ONE_BY_ONE) == "1"
-                else RuleBook(pool, rules, renders=renders, renderer=renderer))
+                else RuleBook(pool, rules, renders=renders, renderer=renderer, renders_for=renders_for))
+    # The renders run in the router's decisions: as many at once as there are workers to run them.
     router = Router(list(route_actors.values()), capacity=intake_capacity, ledger=ledger, on_routed=on_routed,
-                    rulebook=rulebook)
+                    rulebook=rulebook, window=max(DEFAULT_ROUTE_WINDOW, min(int(pool.limiter.total_tokens), 64)))
 
     actions_sup = node_supervisor("actions", metrics, stop_grace=stop_grace)
     for actor in action_actors.values():

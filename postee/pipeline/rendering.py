@@ -102,6 +102,8 @@ class RenderCache:
             entry.value = rendered_content(template, outcome, event)
         except TemplateError as exc:
             entry.error = exc
+        except Exception:  # a bug (an output that cannot be written): the route renders, and reports it
+            return
         entry.done.set()  # synchronous: nobody saw the entry unfinished
         self._entries[key] = entry
         while len(self._entries) > self.size:

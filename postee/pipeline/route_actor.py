@@ -199,13 +199,15 @@ class RouteActor(Actor[RouteJob]):
         """Prepare without a task of its own when nothing is left to wait for: the router decided, and the
         route stops there or its content is rendered already (the rule book renders the templates of the
         routes an event matched in the rules' own worker call). False: a task must do it."""
-        rendered = None
-        if decision is True and self._renders(event):
-            rendered = self.services.renderer.ready(self.template, event.id)
-            if rendered is None:
-                return False
+        counted = False
         try:
+            rendered = None
+            if decision is True and self.renders(event):
+                rendered = self.services.renderer.ready(self.template, event.id)
+                if rendered is None:
+                    return False
             self.processed += 1
+            counted = True
             outcome = self._decided(event, decision)
             if outcome is None:
                 assert rendered is not None
@@ -215,6 +217,7 @@ class RouteActor(Actor[RouteJob]):
                 prepared.content = content
             prepared.outcome = outcome
         except Exception as exc:  # a bug: reported for this event, the route goes on
+            self.processed += not counted
             prepared.outcome = self._failed("internal", event, exc)
         prepared.done.set()
         return True
@@ -308,7 +311,7 @@ class RouteActor(Actor[RouteJob]):
             return RouteOutcome(name, matched=True, dropped="no local actions")
         return None
 
-    def _renders(self, event: Event) -> bool:
+    def renders(self, event: Event) -> bool:
         """Whether a match of `event` is rendered here (`_decided`'s None, without counting it)."""
         return self._entered_elsewhere(event) is None and bool(self.actions or self._hands_over(event))
 

@@ -51,16 +51,20 @@ class RuleBook:
     """The rules of one pipeline's routes (see the module docstring)."""
 
     def __init__(self, pool: RegoPool, rules: Mapping[str, RouteRule], *,
-                 renders: Mapping[str, Template] | None = None, renderer: RenderCache | None = None) -> None:
+                 renders: Mapping[str, Template] | None = None, renderer: RenderCache | None = None,
+                 renders_for: Mapping[str, Callable[[Event], bool]] | None = None) -> None:
         """`renders`: the Rego template of each route that renders what it matches; rendered in the rules'
-        own worker call for the routes an event matched, into `renderer`, where the routes find them."""
+        own worker call for the routes an event matched, into `renderer`, where the routes find them.
+        `renders_for`: for a route that renders only some events it matches (a plan: an event another side
+        runs), whether it renders this one."""
         self.pool = pool
         self.rules = dict(rules)
         self.combined = combine_rules(self.rules.values())
         """Every rule compiled together (None for fewer than two distinct rules, or once that failed)."""
         self.renderer = renderer
         self.renders = dict(renders or {}) if renderer is not None else {}
-        self._render_plans: dict[tuple[bool, tuple[str, ...]], _RenderPlan] = {}
+        self.renders_for = {route: check for route, check in (renders_for or {}).items() if route in self.renders}
+        self._render_plans: dict[tuple[bool, tuple[str, ...], tuple[str, ...]], _RenderPlan] = {}
         self.calls = 0
         """Worker calls made: one per event with a rule to ask."""
 
@@ -97,7 +101,7 @@ class RuleBook:
         assert combined is not None
         self.calls += 1
         try:
-            plan = self._render_plan(True, tuple(combined.keys), lambda name: combined.keys[name])
+            plan = self._render_plan(event, True, tuple(combined.keys), lambda name: combined.keys[name])
             if plan.templates:
                 outcomes, rendered = await self.pool.evaluate_rules_then_renders(
                     combined.spec, event.text, plan.asks, self._render_input(event))
@@ -119,7 +123,7 @@ class RuleBook:
         self.calls += 1
         specs = tuple(self.rules[name].spec for name in asked)
         try:
-            plan = self._render_plan(False, tuple(asked), asked.index)
+            plan = self._render_plan(event, False, tuple(asked), asked.index)
             if plan.templates:
                 outcomes, rendered = await self.pool.evaluate_rules_then_renders(
                     specs, event.text, plan.asks, self._render_input(event))  # type: ignore[arg-type]
@@ -138,16 +142,18 @@ class RuleBook:
         return decisions
 
     # -- renders in the rules' call ----------------------------------------------------------------
-    def _render_plan(self, combined: bool, asked: tuple[str, ...], index_of: Callable[[str], int]) -> _RenderPlan:
-        """Which templates to render in a call asking `asked` (each route's outcome at `index_of(route)`),
-        and on which rules' answers: a template when one of its routes matched (a route without a rule
-        always does). Made once per kind of call."""
-        key = (combined, asked)
+    def _render_plan(self, event: Event, combined: bool, asked: tuple[str, ...],
+                     index_of: Callable[[str], int]) -> _RenderPlan:
+        """Which templates to render for `event` in a call asking `asked` (each route's outcome at
+        `index_of(route)`), and on which rules' answers: a template when one of its routes that renders
+        the event matched (a route without a rule always does). Made once per kind of call."""
+        passed = tuple(route for route, check in self.renders_for.items() if not check(event))
+        key = (combined, asked, passed)
         plan = self._render_plans.get(key)
         if plan is None:
             wanted: dict[str, tuple[Template, set[int] | None]] = {}
             for route, template in self.renders.items():
-                if route not in self.rules:
+                if route not in self.rules or route in passed:
                     continue
                 if self.rules[route].spec is None:  # no rule: it matches every event
                     wanted[template.name] = (template, None)

@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -174,19 +175,23 @@ def _evaluate_rule_set(backend_name: str, spec: RuleSetSpec, input_json: str) ->
 
 
 def _rules_then_renders(backend_name: str, rules: RuleSetSpec | tuple[QuerySpec, ...], input_json: str,
-                        renders: tuple[tuple[QuerySpec, tuple[int, ...] | None], ...], render_json: str
-                        ) -> tuple[list[tuple[bool, Any]], list[tuple[bool, Any] | None]]:
+                        renders: tuple[tuple[QuerySpec, tuple[int, ...] | None], ...], render_json: str,
+                        budget: float) -> tuple[list[tuple[bool, Any]], list[tuple[bool, Any] | None]]:
     """The rules on `input_json` (a rule set, or queries each apart), then each template of `renders` on
     `render_json`, but only when one of the rules listed with it answered `true` (listed as None: always;
     None in its place when not asked): one worker call per event for the router's decision and the
-    renders it leads to."""
+    renders it leads to. No render starts once `budget` seconds have passed in the call (those left are
+    not asked: their routes render them), so the call never needs more than twice the budget."""
+    start = time.monotonic()
     if isinstance(rules, RuleSetSpec):
         outcomes = _evaluate_rule_set(backend_name, rules, input_json)
     else:
         outcomes = _evaluate_specs(backend_name, rules, input_json)
     rendered: list[tuple[bool, Any] | None] = []
     for spec, wanted_by in renders:
-        if wanted_by is None or any(outcomes[i][0] and outcomes[i][1] is True for i in wanted_by):  # not 1, 1.0
+        if time.monotonic() - start > budget:
+            rendered.append(None)
+        elif wanted_by is None or any(outcomes[i][0] and outcomes[i][1] is True for i in wanted_by):  # not 1, 1.0
             rendered.append(call_in_worker(_evaluate_spec, backend_name, spec, render_json))
         else:
             rendered.append(None)
@@ -289,10 +294,11 @@ class RegoPool:
         template of `renders` on `render_json` when one of the rules listed with it (their indices in the
         outcomes; None: always) answered `true`. Returns the rules' outcomes and, by position in `renders`,
         the outcomes of the templates evaluated (each a value or its own error as an exception object).
-        Raises as `evaluate_rules` does."""
+        Raises as `evaluate_rules` does. Each evaluation keeps the pool's timeout: no render starts past
+        it (those left are not in the result), and the call as a whole may take twice as long."""
         self.stats.evaluations += 1
-        outcomes, rendered = await self.run(_rules_then_renders, self.backend_name, rules, input_json, renders,
-                                            render_json)
+        outcomes, rendered = await self.run_within(2 * self.timeout, _rules_then_renders, self.backend_name, rules,
+                                                   input_json, renders, render_json, self.timeout)
         asked = {position: outcome for position, outcome in enumerate(rendered) if outcome is not None}
         self.stats.evaluations += len(asked)
         values = dict(zip(asked, self._outcomes(list(asked.values())), strict=True))
@@ -308,12 +314,16 @@ class RegoPool:
         `fn` must be importable by name (a module-level function) in process mode. Raises
         `RegoCompileError`/`RegoEvalError` from the worker, or `RegoWorkerError` for a crash or timeout.
         """
+        return await self.run_within(self.timeout, fn, *args)
+
+    async def run_within(self, timeout: float, fn: Callable[..., T], *args: Any) -> T:
+        """`run` with a timeout of its own (a call doing several evaluations)."""
         self.stats.calls += 1
         if self.isolation == "inline":  # on the loop: nothing can time out or crash apart, nothing to limit
             ok, value = call_in_worker(fn, *args)
             await trio.lowlevel.checkpoint()
             return self._result(ok, value)
-        with trio.move_on_after(self.timeout):
+        with trio.move_on_after(timeout):
             try:
                 ok, value = await self._call(fn, args)
             except trio_parallel.BrokenWorkerError as exc:
@@ -323,8 +333,8 @@ class RegoPool:
             return self._result(ok, value)
         self.stats.timeouts += 1
         fate = "worker killed" if self.isolation == "process" else "thread abandoned"
-        log.error("Rego evaluation timed out after %gs; %s", self.timeout, fate)
-        raise RegoWorkerError(f"timed out after {self.timeout:g}s")
+        log.error("Rego evaluation timed out after %gs; %s", timeout, fate)
+        raise RegoWorkerError(f"timed out after {timeout:g}s")
 
     def _result(self, ok: bool, value: Any) -> Any:
         if ok:
