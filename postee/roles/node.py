@@ -433,6 +433,16 @@ class Node:
         with use_runtime(self.parts.runtime):  # called from outside the node (a web request, an embedder)
             return await self._submit(event)
 
+    def refuses_events(self) -> bool:
+        """`submit` would refuse a webhook event now: no pipeline, stopping, or intake full."""
+        pipeline, ledger = self.pipeline, self.ledger
+        if pipeline is None or ledger is None or self._stop_requested.is_set():
+            return True
+        if not ledger.durable:
+            return pipeline.router.full()
+        stats = pipeline.router.mailbox.stats()
+        return stats.depth + self._accepting >= stats.capacity
+
     async def _submit(self, event: Event) -> bool:
         pipeline, ledger = self.pipeline, self.ledger
         if pipeline is None or ledger is None or self._stop_requested.is_set():

@@ -76,6 +76,53 @@ async def test_full_intake_answers_503_with_retry_after(tmp_path):
             assert 'postee_events_rejected_total{reason="busy"}' in metrics
 
 
+async def test_a_full_intake_refuses_without_parsing_and_keeps_the_connection(tmp_path):
+    """Under a burst most requests are refused: their bodies are read (the connection stays usable) but
+    not parsed (issue #15: parsing each took the CPU the accepted events needed). So a malformed body is
+    answered 503 while intake is full, and a body over the limit still 413."""
+    async with open_http_sink(default=Reply(200, delay=1.0)) as sink:
+        cfg = webhook_route(f"{sink.url}/hook", route="slow", serialize=True)
+        async with running_node(tmp_path, cfg, intake_capacity=1, mailbox_capacity=1, stop_grace=0.5,
+                                max_body=1000) as (node, client):
+            for i in range(30):  # as above: more than every stage holds
+                if (await client.post("/", content=json.dumps({"n": i}).encode())).status_code == 503:
+                    break
+            else:
+                raise AssertionError("intake never full")
+            host, port = node.urls[0].removeprefix("http://").rsplit(":", 1)
+            with trio.fail_after(10):
+                stream = await trio.open_tcp_stream(host, int(port))
+                async with stream:  # one connection: the refused request's body read, the next one answered
+                    answers = await _exchange(stream, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\n"
+                                                      b'{"n": ', b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert answers[0].startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in answers[0].lower()
+            assert answers[1].startswith(b"HTTP/1.1 200 ") and answers[1].endswith(b"Postee alive!")
+            assert (await client.post("/", content=b'{"a": "' + b"x" * 2000 + b'"}')).status_code == 413
+            metrics = (await client.get("/metrics")).text
+            assert 'postee_events_rejected_total{reason="invalid"}' not in metrics
+            assert 'postee_events_rejected_total{reason="too_large"} 1.0' in metrics
+
+
+async def _exchange(stream: trio.SocketStream, *requests: bytes) -> list[bytes]:
+    """Send each request on the one connection and read its answer (head and Content-Length body)."""
+    answers, buffer = [], b""
+    for request in requests:
+        await stream.send_all(request)
+        for _ in range(100):  # bounded: an answer is a few reads at most
+            head, found, rest = buffer.partition(b"\r\n\r\n")
+            if found:
+                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                if len(rest) >= length:
+                    answers.append(head + b"\r\n\r\n" + rest[:length])
+                    buffer = rest[length:]
+                    break
+            data = await stream.receive_some(65536)
+            assert data, f"connection closed after {len(answers)} answers"
+            buffer += data
+    return answers
+
+
 async def test_tenant_runs_one_route_synchronously(tmp_path):
     async with open_http_sink() as sink:
         cfg = f"""
