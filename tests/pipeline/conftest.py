@@ -27,12 +27,13 @@ class FakeWallClock:
 
 
 @asynccontextmanager
-async def running_pipeline(tmp_path: Path, cfg_text: str, *, db: str = "db.sqlite", **options) -> AsyncIterator[
-    Pipeline
-]:
+async def running_pipeline(tmp_path: Path, cfg_text: str, *, db: str = "db.sqlite", workers: int = 2,
+                           **options) -> AsyncIterator[Pipeline]:
+    """`options` go to `build_pipeline`; `workers`: the Rego pool's (threads)."""
     config, problems = parse_config(yaml.safe_load(cfg_text), environ={})
     assert not [p for p in problems if p.severity.value == "error"], problems
-    async with open_store(tmp_path / db) as store, open_rego_pool("regorus", isolation="thread", workers=2) as pool:
+    async with open_store(tmp_path / db) as store, \
+            open_rego_pool("regorus", isolation="thread", workers=workers) as pool:
         pipeline = await build_pipeline(config, pool=pool, store=store, library=TemplateLibrary.load(), **options)
         async with trio.open_nursery() as nursery:
             await nursery.start(pipeline.supervisor.run)

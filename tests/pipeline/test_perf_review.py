@@ -15,19 +15,15 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
-import yaml
 
 from actors import Actor, Mailbox
-from postee.config import parse_config
 from postee.metrics import Metrics
-from postee.pipeline.build import ENV_RULES_ONE_BY_ONE, Pipeline, build_pipeline
+from postee.pipeline.build import ENV_RULES_ONE_BY_ONE
 from postee.pipeline.events import Event, parse_event
 from postee.pipeline.plan import CONTROLLER_SIDE, SideLink
 from postee.pipeline.rendering import RenderCache
@@ -37,8 +33,9 @@ from postee.rego.library import TemplateLibrary
 from postee.rego.pool import open_rego_pool
 from postee.rego.render import TemplateError, TemplateSpec, load_template, render_rego
 from postee.rego.rules import build_rule
-from postee.store.sqlite import open_store
 from tests.helpers.http_sink import open_http_sink
+from tests.pipeline.conftest import running_pipeline
+from tests.pipeline.rendering_helpers import indented, templates_and_hook
 
 # -- helpers -------------------------------------------------------------------------------------------
 
@@ -73,10 +70,6 @@ result := sprintf("%v", [count([x | x := numbers.range(1, {size})[_]; x % 7 == i
 """
 
 
-def indented(text: str, spaces: int) -> str:
-    return "\n".join(" " * spaces + line for line in text.splitlines())
-
-
 def metric_samples(metrics: Metrics, name: str) -> dict[tuple[str, ...], float]:
     """Every `<name>_total` sample by its label values (zero samples left out)."""
     found = {}
@@ -85,24 +78,6 @@ def metric_samples(metrics: Metrics, name: str) -> dict[tuple[str, ...], float]:
             if sample.name == f"{name}_total" and sample.value:
                 found[tuple(sample.labels.values())] = sample.value
     return found
-
-
-@asynccontextmanager
-async def pipeline_with(tmp_path: Path, cfg_text: str, *, workers: int = 2, db: str = "db.sqlite",
-                        **options) -> AsyncIterator[Pipeline]:
-    """`tests.pipeline.conftest.running_pipeline`, with the number of Rego workers and build options."""
-    config, problems = parse_config(yaml.safe_load(cfg_text), environ={})
-    assert not [p for p in problems if p.severity.value == "error"], problems
-    async with open_store(tmp_path / db) as store, \
-            open_rego_pool("regorus", isolation="thread", workers=workers) as pool:
-        pipeline = await build_pipeline(config, pool=pool, store=store, library=TemplateLibrary.load(), **options)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(pipeline.supervisor.run)
-            try:
-                yield pipeline
-            finally:
-                with trio.fail_after(20):
-                    await pipeline.supervisor.stop(5)
 
 
 class Outcomes:
@@ -249,22 +224,13 @@ async def test_the_renders_of_many_routes_use_every_worker(tmp_path):
     input: input.k == 1
     actions: [hook]
     template: slow{i}""" for i in range(8))
-    templates = "".join(f"""
-  - name: slow{i}
-    body: |
-{indented(slow_template(i, size), 6)}""" for i in range(8))
+    templates = {f"slow{i}": slow_template(i, size) for i in range(8)}
     outcomes = Outcomes()
     async with open_http_sink() as sink:
         cfg = f"""
 routes:{routes}
-templates:{templates}
-actions:
-  - name: hook
-    type: webhook
-    enable: true
-    url: {sink.url}/hook
-"""
-        async with pipeline_with(tmp_path, cfg, workers=8, on_outcome=outcomes) as pipeline:
+{templates_and_hook(sink.url, templates)}"""
+        async with running_pipeline(tmp_path, cfg, workers=8, on_outcome=outcomes) as pipeline:
             limiter = pipeline.renderer.pool.limiter
             busiest = 0
             async with trio.open_nursery() as nursery:
@@ -298,20 +264,8 @@ routes:
     input: input.n > 5
     actions: [hook]
     template: conflicts
-templates:
-  - name: shown
-    body: |
-{indented(SHOWN, 6)}
-  - name: conflicts
-    body: |
-{indented(CONFLICTS, 6)}
-actions:
-  - name: hook
-    type: webhook
-    enable: true
-    url: {sink.url}/hook
-"""
-        async with pipeline_with(tmp_path, cfg, on_outcome=outcomes) as pipeline:
+{templates_and_hook(sink.url, {"shown": SHOWN, "conflicts": CONFLICTS})}"""
+        async with running_pipeline(tmp_path, cfg, on_outcome=outcomes) as pipeline:
             pipeline.renderer.size = 1
             pool = pipeline.renderer.pool
             events = [parse_event(json.dumps({"team": "a", "n": n}).encode()) for n in (7, 8)]
@@ -380,26 +334,14 @@ routes:
     template: shown
     plugins:
       aggregate-message-number: 2
-templates:
-  - name: shown
-    body: |
-{indented(SHOWN, 6)}
-  - name: conflicts
-    body: |
-{indented(CONFLICTS, 6)}
-actions:
-  - name: hook
-    type: webhook
-    enable: true
-    url: {sink_url}/hook
-"""
+{templates_and_hook(sink_url, {"shown": SHOWN, "conflicts": CONFLICTS})}"""
 
 
 async def run_equivalence(tmp_path: Path, db: str) -> tuple[list, dict, dict, list[str]]:
     outcomes = Outcomes()
     metrics = Metrics()
     async with open_http_sink() as sink:
-        async with pipeline_with(tmp_path, equivalence_config(sink.url), db=db, metrics=metrics,
+        async with running_pipeline(tmp_path, equivalence_config(sink.url), db=db, metrics=metrics,
                                  on_outcome=outcomes) as pipeline:
             events = [parse_event(json.dumps(body).encode()) for body in EQUIVALENCE_EVENTS]
             for event in events:
@@ -468,7 +410,7 @@ actions:
     enable: true
     url: {sink.url}/audit
 """
-        async with pipeline_with(tmp_path, cfg, metrics=metrics, on_outcome=outcomes,
+        async with running_pipeline(tmp_path, cfg, metrics=metrics, on_outcome=outcomes,
                                  link=SideLink(CONTROLLER_SIDE, hand_over),
                                  is_local=lambda spec: not spec.runs_on) as pipeline:
             pool = pipeline.renderer.pool

@@ -21,6 +21,7 @@ from postee.rego.render import TemplateError, TemplateSpec, load_template, rende
 from postee.rego.rules import build_rule
 from tests.helpers.http_sink import open_http_sink
 from tests.pipeline.conftest import running_pipeline
+from tests.pipeline.rendering_helpers import templates_and_hook
 
 BACKENDS = [
     pytest.param(name, marks=pytest.mark.skipif(importlib.util.find_spec(name) is None, reason=f"no {name}"))
@@ -120,19 +121,7 @@ routes:
     input: input.team == "zzz"
     actions: [hook]
     template: shown
-templates:
-  - name: shown
-    body: |
-{_indented(SHOWN, 6)}
-  - name: conflicts
-    body: |
-{_indented(CONFLICTS, 6)}
-actions:
-  - name: hook
-    type: webhook
-    enable: true
-    url: {sink.url}/hook
-"""
+{templates_and_hook(sink.url, {"shown": SHOWN, "conflicts": CONFLICTS})}"""
         async with running_pipeline(tmp_path, cfg, on_outcome=lambda event, outcome: outcomes.append(
                 (event.id, outcome))) as pipeline:
             pool = pipeline.renderer.pool
@@ -158,7 +147,3 @@ actions:
     assert not by_route[(events[0].id, "nobody")].matched
     bodies = sorted(request.body.decode() for request in sink.requests)
     assert bodies == sorted([expected[0], expected[0], expected[1], expected[1], "small"])
-
-
-def _indented(text: str, spaces: int) -> str:
-    return "\n".join(" " * spaces + line for line in text.splitlines())
