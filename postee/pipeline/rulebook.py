@@ -37,7 +37,7 @@ import structlog
 from postee.pipeline.events import Event
 from postee.pipeline.rendering import RenderCache
 from postee.rego.engine import RegoCompileError, RegoError, RegoEvalError, RegoWorkerError
-from postee.rego.pool import QuerySpec, RegoPool
+from postee.rego.pool import QuerySpec, RegoPool, RuleSetSpec
 from postee.rego.render import Template, augmented_json
 from postee.rego.rules import RouteRule, combine_rules
 
@@ -102,12 +102,7 @@ class RuleBook:
         self.calls += 1
         try:
             plan = self._render_plan(event, True, tuple(combined.keys), lambda name: combined.keys[name])
-            if plan.templates:
-                outcomes, rendered = await self.pool.evaluate_rules_then_renders(
-                    combined.spec, event.text, plan.asks, self._render_input(event))
-                self._prime(event, plan, rendered)
-                return outcomes
-            return await self.pool.evaluate_rules(combined.spec, event.text)
+            return await self._ask(event, combined.spec, plan)
         except RegoCompileError as exc:  # a bug of ours in moving the rules apart: never again
             log.error("the route rules cannot be combined; each is asked apart", error=str(exc))
             self.combined = None
@@ -121,15 +116,10 @@ class RuleBook:
                         ) -> dict[str, Decision] | None:
         """Every rule in `asked`, each apart but in one worker call (the event crosses once)."""
         self.calls += 1
-        specs = tuple(self.rules[name].spec for name in asked)
+        specs: tuple[QuerySpec, ...] = tuple(self.rules[name].spec for name in asked)  # type: ignore[misc]
+        plan = self._render_plan(event, False, tuple(asked), asked.index)
         try:
-            plan = self._render_plan(event, False, tuple(asked), asked.index)
-            if plan.templates:
-                outcomes, rendered = await self.pool.evaluate_rules_then_renders(
-                    specs, event.text, plan.asks, self._render_input(event))  # type: ignore[arg-type]
-                self._prime(event, plan, rendered)
-            else:
-                outcomes = await self.pool.evaluate_many(specs, event.text)  # type: ignore[arg-type]
+            outcomes = await self._ask(event, specs, plan)
         except RegoEvalError as exc:  # the call as a whole: a crash or a timeout
             log.warning("route rules failed together; each route evaluates its own", event_id=event.id,
                         error=exc.message)
@@ -167,18 +157,22 @@ class RuleBook:
             plan = self._render_plans[key] = _RenderPlan(templates, asks)
         return plan
 
-    def _render_input(self, event: Event) -> str:
+    async def _ask(self, event: Event, rules: RuleSetSpec | tuple[QuerySpec, ...], plan: _RenderPlan) -> list[Any]:
+        """The rules' outcomes on `event`, from one worker call that renders the plan's templates too (into
+        the render cache)."""
+        if not plan.templates:
+            outcomes, _ = await self.pool.evaluate_rules(rules, event.text)
+            return outcomes
         assert self.renderer is not None
-        return augmented_json(event.body, self.renderer.aqua_server, event.text)
-
-    def _prime(self, event: Event, plan: _RenderPlan, rendered: Mapping[int, Any]) -> None:
-        assert self.renderer is not None
+        render_json = augmented_json(event.body, self.renderer.aqua_server, event.text)
+        outcomes, rendered = await self.pool.evaluate_rules(rules, event.text, plan.asks, render_json)
         for position, outcome in rendered.items():
             self.renderer.prime(plan.templates[position], event.id, event.body, outcome)
+        return outcomes
 
 
 @attrs.frozen
 class _RenderPlan:
     templates: tuple[Template, ...]
     asks: tuple[tuple[QuerySpec, tuple[int, ...] | None], ...]
-    """`RegoPool.evaluate_rules_then_renders`'s `renders`, in the order of `templates`."""
+    """`RegoPool.evaluate_rules`'s `renders`, in the order of `templates`."""

@@ -258,16 +258,6 @@ class RegoPool:
         self.stats.evaluations += 1
         return await self.run(_evaluate_spec, self.backend_name, spec, input_json)
 
-    async def evaluate_many(self, specs: tuple[QuerySpec, ...], input_json: str) -> list[Any]:
-        """Each query's value on `input_json`, in one call to one worker (the input crosses once); each
-        query's own error (`RegoCompileError` or `RegoEvalError`) in its place, as an exception object.
-
-        Raises `RegoWorkerError` when the call as a whole failed (a crash or timeout): the caller may
-        then evaluate the queries one by one, to find the one at fault.
-        """
-        self.stats.evaluations += len(specs)
-        return self._outcomes(await self.run(_evaluate_specs, self.backend_name, specs, input_json))
-
     def _outcomes(self, outcomes: list[tuple[bool, Any]]) -> list[Any]:
         results: list[Any] = []
         for ok, value in outcomes:
@@ -279,25 +269,23 @@ class RegoPool:
                 results.append(error_class(*error_args))
         return results
 
-    async def evaluate_rules(self, spec: RuleSetSpec, input_json: str) -> list[Any]:
-        """Each rule's value on `input_json` (the input set once for all), or its own error in its place,
-        as an exception object. Raises `RegoCompileError` when the set does not compile, `RegoWorkerError`
-        when the call failed as a whole (a crash or a timeout)."""
-        self.stats.evaluations += 1
-        return self._outcomes(await self.run(_evaluate_rule_set, self.backend_name, spec, input_json))
-
-    async def evaluate_rules_then_renders(
+    async def evaluate_rules(
         self, rules: RuleSetSpec | tuple[QuerySpec, ...], input_json: str,
-        renders: tuple[tuple[QuerySpec, tuple[int, ...] | None], ...], render_json: str,
+        renders: tuple[tuple[QuerySpec, tuple[int, ...] | None], ...] = (), render_json: str = "",
     ) -> tuple[list[Any], dict[int, Any]]:
-        """`evaluate_rules` (a rule set) or `evaluate_many` (queries), then, in the same worker call, each
-        template of `renders` on `render_json` when one of the rules listed with it (their indices in the
-        outcomes; None: always) answered `true`. Returns the rules' outcomes and, by position in `renders`,
-        the outcomes of the templates evaluated (each a value or its own error as an exception object).
-        Raises as `evaluate_rules` does. Each evaluation keeps the pool's timeout: no render starts past
-        it (those left are not in the result), and the call as a whole may take twice as long."""
-        self.stats.evaluations += 1
-        outcomes, rendered = await self.run_within(2 * self.timeout, _rules_then_renders, self.backend_name, rules,
+        """Each rule's value on `input_json` in one worker call (a rule set: the input set once for all;
+        queries: each apart), or its own error in its place, as an exception object; then, in the same
+        call, each template of `renders` on `render_json` when one of the rules listed with it (their
+        indices in the outcomes; None: always) answered `true`. Returns the rules' outcomes and, by
+        position in `renders`, the outcomes of the templates evaluated.
+
+        Raises `RegoCompileError` when a rule set does not compile, `RegoWorkerError` when the call failed
+        as a whole (a crash or a timeout: asking again would meet the same fate). Each evaluation keeps the
+        pool's timeout: no render starts past it (those left are not in the result), and a call with
+        renders may take twice as long as a whole."""
+        self.stats.evaluations += 1 if isinstance(rules, RuleSetSpec) else len(rules)
+        timeout = 2 * self.timeout if renders else self.timeout
+        outcomes, rendered = await self.run_within(timeout, _rules_then_renders, self.backend_name, rules,
                                                    input_json, renders, render_json, self.timeout)
         asked = {position: outcome for position, outcome in enumerate(rendered) if outcome is not None}
         self.stats.evaluations += len(asked)

@@ -398,7 +398,7 @@ async def render_rego(pool: RegoPool, template: Template, event: Mapping[str, An
 
 def rendered_content(template: Template, outcome: Any, event: Mapping[str, Any]) -> Content:
     """The content from `template`'s evaluation on `event` made elsewhere (`outcome`: its value, or the
-    error it raised, as `RegoPool.evaluate_rules_then_renders` gives it): what `render_rego` returns, or
+    error it raised, as `RegoPool.evaluate_rules` gives it): what `render_rego` returns, or
     raises, for the same evaluation."""
     return _content_of(_output_from(template, outcome), event)
 

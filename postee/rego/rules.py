@@ -104,7 +104,7 @@ class RouteRule:
 
     def decide(self, outcome: Any) -> bool:
         """What `matches` returns for an evaluation's outcome (its value, or the error it raised, which
-        is raised here as `matches` would): for a rule evaluated with others (`RegoPool.evaluate_many`)."""
+        is raised here as `matches` would): for a rule evaluated with others (`RegoPool.evaluate_rules`)."""
         if isinstance(outcome, RegoCompileError):
             raise self._located(outcome)
         if isinstance(outcome, BaseException):
