@@ -9,9 +9,9 @@ Two kinds of proof:
 - behaviour the brief asks for that httpx cannot be compared on (connection reuse and closing, the pool,
   timeouts under the autojump clock, concurrency).
 
-The scripted server is a raw TCP server (`RawServer`) on 127.0.0.1, port 0, in the test's Trio run: it
-reads each request's head and Content-Length body, records them with the connection they came on, and
-writes whatever bytes the script says, so replies can be malformed, chunked, cut short or absent.
+The scripted server is a raw TCP server (`tests.helpers.raw_http`) on 127.0.0.1, port 0, in the test's Trio
+run: it reads each request's head and Content-Length body, records them with the connection they came on,
+and writes whatever bytes the script says, so replies can be malformed, chunked, cut short or absent.
 """
 
 from __future__ import annotations
@@ -20,12 +20,8 @@ import gzip
 import json
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 
-import attrs
 import h11
 import pytest
 import trio
@@ -42,48 +38,15 @@ from postee.actions.httpclient import (
     send_request,
 )
 from postee.actions.lean_http import MAX_REDIRECTS, LeanClient, parse_plain_head
-from tests.helpers.changes import Changes
 from tests.helpers.http_sink import open_https_sink
+from tests.helpers.raw_http import Answer, Seen, Server, hang, open_server, trickle
 
 TIMEOUT = 5.0
 WAIT = 5.0
 """Seconds a test waits for something a server should do at once."""
 
 
-# --- a scripted raw HTTP/1.1 server --------------------------------------------------------------
-
-@attrs.frozen
-class Answer:
-    """What the server does with a request: write `data`, then close the connection if `close`; or
-    never answer (`hang`, until the client closes); or answer a head line every 10 s for ever (`trickle`)."""
-
-    data: bytes = b""
-    close: bool = False
-    hang: bool = False
-    trickle: bool = False
-
-
-@attrs.frozen
-class RawRequest:
-    connection: int
-    head: bytes
-    body: bytes
-
-    @property
-    def method(self) -> str:
-        return self.head.split(b" ", 1)[0].decode()
-
-    @property
-    def target(self) -> str:
-        return self.head.split(b" ", 2)[1].decode()
-
-    def header(self, name: str) -> str | None:
-        for line in self.head.split(b"\r\n")[1:]:
-            key, _, value = line.partition(b":")
-            if key.strip().lower() == name.lower().encode():
-                return value.strip().decode("latin-1")
-        return None
-
+# --- scripted replies (the server: `tests.helpers.raw_http`) ---------------------------------------
 
 def reply(status: int = 200, body: bytes = b"ok", *headers: str, reason: str = "OK") -> bytes:
     """A plain HTTP/1.1 reply with Content-Length."""
@@ -96,90 +59,12 @@ def chunked(*parts: bytes) -> bytes:
     return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
 
 
-class RawServer:
-    """Records requests; `answer(request)` says what to send back (the request's body for paths it does
-    not know). `url` is set once it listens."""
-
-    def __init__(self, answer: Callable[[RawRequest], Answer | bytes]) -> None:
-        self.answer = answer
-        self.url = ""
-        self.port = 0
-        self.requests: list[RawRequest] = []
-        self.connections = 0
-        self.closed = 0
-        self.changes = Changes(WAIT)
-
-    def _note(self) -> None:
-        self.changes.note()
-
-    async def wait(self, condition: Callable[[], bool]) -> None:
-        """Until `condition()` holds (checked whenever a request arrives or a connection ends)."""
-        await self.changes.wait(condition)
-
-    async def handle(self, stream: trio.SocketStream) -> None:
-        connection = self.connections
-        self.connections += 1
-        buffer = b""
-        try:
-            while True:
-                while b"\r\n\r\n" not in buffer:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        return
-                    buffer += data
-                head, _, buffer = buffer.partition(b"\r\n\r\n")
-                request = RawRequest(connection, head + b"\r\n\r\n", b"")
-                length = int(request.header("content-length") or 0)
-                while len(buffer) < length:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        return
-                    buffer += data
-                request = attrs.evolve(request, body=buffer[:length])
-                buffer = buffer[length:]
-                self.requests.append(request)
-                self._note()
-                answer = self.answer(request)
-                if isinstance(answer, bytes):
-                    answer = Answer(answer)
-                if answer.hang:  # until the client leaves
-                    while await stream.receive_some(65536):
-                        pass
-                    return
-                if answer.trickle:
-                    await stream.send_all(b"HTTP/1.1 200 OK\r\n")
-                    while True:
-                        await trio.sleep(10.0)
-                        await stream.send_all(b"X-Still-Coming: 1\r\n")
-                await stream.send_all(answer.data)
-                if answer.close:
-                    return
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return
-        finally:
-            await trio.aclose_forcefully(stream)
-            self.closed += 1
-            self._note()
-
-
-@asynccontextmanager
-async def open_raw_server(answer: Callable[[RawRequest], Answer | bytes], host: str = "127.0.0.1"
-                          ) -> AsyncIterator[RawServer]:
-    server = RawServer(answer)
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, server.handle, 0, host=host))
-        server.port = listeners[0].socket.getsockname()[1]
-        server.url = f"http://{host if ':' not in host else f'[{host}]'}:{server.port}"
-        yield server
-        nursery.cancel_scope.cancel()
-
-
 # --- the scripted replies, by path ---------------------------------------------------------------
 
 BIG = b"x" * (MAX_RESPONSE_BYTES + 5000)
 
 
-def scripted(request: RawRequest) -> Answer | bytes:
+def scripted(request: Seen) -> Answer | bytes:
     path = request.target.split("?")[0]
     if request.method == "HEAD":
         return b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n"
@@ -226,7 +111,7 @@ def scripted(request: RawRequest) -> Answer | bytes:
     return answers.get(path, reply(200, request.body))
 
 
-def request_port(request: RawRequest) -> int:
+def request_port(request: Seen) -> int:
     return int((request.header("host") or ":0").rsplit(":", 1)[1])
 
 
@@ -239,11 +124,11 @@ async def outcome(client: Any, method: str, url: str, **kwargs: Any) -> tuple[An
     return ("ok", result.status, result.output)
 
 
-async def through_both(server: RawServer, method: str, url: str, **kwargs: Any) -> list[Any]:
+async def through_both(server: Server, method: str, url: str, **kwargs: Any) -> list[Any]:
     """The outcome and the requests the server saw, through httpx then through the lean client: must match."""
     runs = []
     for opener in (open_http_client, open_lean_client):
-        del server.requests[:]
+        del server.seen[:]
         client = await opener(timeout=TIMEOUT)
         if isinstance(client, LeanClient):
             assert client.plan(method, url, **kwargs) is not None, "the lean client would leave it to httpx"
@@ -251,7 +136,7 @@ async def through_both(server: RawServer, method: str, url: str, **kwargs: Any) 
             result = await outcome(client, method, url, **kwargs)
         finally:
             await client.aclose()
-        runs.append((result, [(r.head, r.body) for r in server.requests]))
+        runs.append((result, [(r.head, r.body) for r in server.seen]))
     assert runs[0] == runs[1]
     return runs[1]
 
@@ -285,14 +170,14 @@ REQUESTS = {
 @pytest.mark.parametrize("name", list(REQUESTS))
 async def test_requests_are_sent_byte_for_byte_as_httpx_sends_them(name):
     method, path, kwargs = REQUESTS[name]
-    async with open_raw_server(scripted) as server:
+    async with open_server(scripted) as server:
         result, seen = await through_both(server, method, server.url + path, **kwargs)
     assert result[0] == "ok"
     assert len(seen) == 1
 
 
 async def test_userinfo_becomes_basic_auth_as_httpx_does():
-    async with open_raw_server(scripted) as server:
+    async with open_server(scripted) as server:
         url = server.url.replace("http://", "http://us%40er:p%3Ass@") + "/echo"
         _, [(head, _)] = await through_both(server, "POST", url, content=b"{}", headers={"authorization": "x"})
     assert b"Authorization: Basic dXNAZXI6cDpzcw==\r\n" in head
@@ -310,12 +195,12 @@ REPLIES = [
 @pytest.mark.parametrize("path", REPLIES)
 @pytest.mark.parametrize("method", ["POST", "PUT"])
 async def test_replies_are_understood_as_httpx_understands_them(path, method):
-    async with open_raw_server(scripted) as server:
+    async with open_server(scripted) as server:
         await through_both(server, method, f"{server.url}{path}", content=BODY, headers=JSON)
 
 
 async def test_429_and_5xx_are_retryable_with_retry_after_and_4xx_is_not():
-    async with open_raw_server(scripted) as server:
+    async with open_server(scripted) as server:
         (_, message, retryable, status, retry_after, output), _ = await through_both(
             server, "POST", server.url + "/429", content=BODY)
         assert (retryable, status, retry_after, output) == (True, 429, 7.0, "slow down")
@@ -327,7 +212,7 @@ async def test_429_and_5xx_are_retryable_with_retry_after_and_4xx_is_not():
 
 
 async def test_a_302_turns_the_post_into_a_get_without_body_and_a_307_keeps_both():
-    async with open_raw_server(scripted) as server:
+    async with open_server(scripted) as server:
         result, [(first, body), (second, second_body)] = await through_both(
             server, "POST", server.url + "/302", content=BODY, headers=JSON)
         assert result == ("ok", 200, "")
@@ -343,7 +228,7 @@ async def test_a_302_turns_the_post_into_a_get_without_body_and_a_307_keeps_both
 
 
 async def test_a_redirect_loop_stops_after_20_redirects_and_is_not_retryable():
-    async with open_raw_server(scripted) as server:
+    async with open_server(scripted) as server:
         (kind, message, retryable, *_), seen = await through_both(server, "POST", server.url + "/loop", content=b"1")
     assert (kind, retryable) == ("error", False)
     assert message == f"POST {server.url}: TooManyRedirects: Exceeded maximum allowed redirects."
@@ -351,19 +236,19 @@ async def test_a_redirect_loop_stops_after_20_redirects_and_is_not_retryable():
 
 
 async def test_a_redirect_to_another_origin_drops_authorization_and_names_the_new_host():
-    async with open_raw_server(scripted) as target:
-        def to_target(request: RawRequest) -> bytes:
+    async with open_server(scripted) as target:
+        def to_target(request: Seen) -> bytes:
             return reply(307, b"", f"Location: {target.url}/echo", "Set-Cookie: here=1; Path=/")
 
-        async with open_raw_server(to_target) as origin:
+        async with open_server(to_target) as origin:
             runs = []
             for opener in (open_http_client, open_lean_client):
-                del origin.requests[:], target.requests[:]
+                del origin.seen[:], target.seen[:]
                 client = await opener(timeout=TIMEOUT)
                 async with client:
                     result = await outcome(client, "POST", origin.url.replace("//", "//u:p@") + "/hook",
                                            content=b"{}", headers={"X-Keep": "1"})
-                runs.append((result, [r.head for r in origin.requests + target.requests]))
+                runs.append((result, [r.head for r in origin.seen + target.seen]))
     assert runs[0] == runs[1]
     result, [first, second] = runs[1]
     assert result == ("ok", 200, "{}")
@@ -374,25 +259,31 @@ async def test_a_redirect_to_another_origin_drops_authorization_and_names_the_ne
 
 async def test_cookies_a_remote_sets_are_never_sent_back_as_in_postee():
     """Postee's Go client has no cookie jar: neither client keeps what a `Set-Cookie` says."""
-    async with open_raw_server(scripted) as server:
+    async with open_server(scripted) as server:
         runs = []
         for opener in (open_http_client, open_lean_client):
-            del server.requests[:]
+            del server.seen[:]
             client = await opener(timeout=TIMEOUT)
             async with client:
                 outcomes = [await outcome(client, "POST", server.url + path, content=b"1")
                             for path in ("/cookie", "/echo", "/cookie-redirect", "/echo")]
-            runs.append((outcomes, [r.head for r in server.requests]))
+            runs.append((outcomes, [r.head for r in server.seen]))
     assert runs[0] == runs[1]
     heads = runs[1][1]
     assert len(heads) >= 4 and not any(b"Cookie" in head for head in heads)
 
 
-async def test_connection_refused_is_retryable_with_httpx_message(closed_port_url):
+async def outcomes_of_both(url: str, content: bytes, **options) -> list:
+    """One POST's outcome through httpx, then through the lean client (each a fresh client)."""
     outcomes = []
     for opener in (open_http_client, open_lean_client):
-        async with await opener(timeout=TIMEOUT) as client:
-            outcomes.append(await outcome(client, "POST", closed_port_url, content=b"{}"))
+        async with await opener(timeout=TIMEOUT, **options) as client:
+            outcomes.append(await outcome(client, "POST", url, content=content))
+    return outcomes
+
+
+async def test_connection_refused_is_retryable_with_httpx_message(closed_port_url):
+    outcomes = await outcomes_of_both(closed_port_url, b"{}")
     assert outcomes[0] == outcomes[1]
     kind, message, retryable, *_ = outcomes[1]
     assert (kind, retryable) == ("error", True)
@@ -415,10 +306,7 @@ async def test_https_with_a_trusted_ca_and_sni_as_httpx():
 
 async def test_https_with_an_untrusted_certificate_is_not_retryable_with_httpx_message():
     async with open_https_sink() as sink:
-        outcomes = []
-        for opener in (open_http_client, open_lean_client):
-            async with await opener(timeout=TIMEOUT, verify=True) as client:
-                outcomes.append(await outcome(client, "POST", sink.url, content=b"{}"))
+        outcomes = await outcomes_of_both(sink.url, b"{}", verify=True)
     assert outcomes[0] == outcomes[1]
     kind, message, retryable, *_ = outcomes[1]
     assert (kind, retryable) == ("error", False)
@@ -431,7 +319,7 @@ async def test_ipv6_literal():
             probe.bind(("::1", 0))
     except OSError:
         pytest.skip("no IPv6 loopback here")
-    async with open_raw_server(scripted, host="::1") as server:
+    async with open_server(scripted, host="::1") as server:
         result, [(head, _)] = await through_both(server, "POST", server.url + "/echo", content=b"6")
     assert result == ("ok", 200, "6")
     assert f"Host: [::1]:{server.port}\r\n".encode() in head
@@ -440,29 +328,29 @@ async def test_ipv6_literal():
 # --- connections, the pool, timeouts, concurrency ------------------------------------------------
 
 async def test_keep_alive_one_connection_for_three_requests():
-    async with open_raw_server(scripted) as server:
+    async with open_server(scripted) as server:
         async with await open_lean_client(timeout=TIMEOUT) as client:
             for index in range(3):
                 result = await send_request(client, "POST", server.url + "/echo", content=b"%d" % index)
                 assert result.output == str(index)
-        assert [r.connection for r in server.requests] == [0, 0, 0]
+        assert [r.connection for r in server.seen] == [0, 0, 0]
         assert server.connections == 1
 
 
 async def test_an_idle_connection_the_server_closed_is_not_used_and_the_next_request_succeeds():
-    def answer_then_hang_up(request: RawRequest) -> Answer:
+    def answer_then_hang_up(request: Seen) -> Answer:
         return Answer(reply(200, b"once"), close=request.connection == 0)  # no "Connection: close" said
 
-    async with open_raw_server(answer_then_hang_up) as server:
+    async with open_server(answer_then_hang_up) as server:
         async with await open_lean_client(timeout=TIMEOUT) as client:
             assert (await send_request(client, "POST", server.url + "/a", content=b"1")).output == "once"
             await server.wait(lambda: server.closed == 1)
             assert (await send_request(client, "POST", server.url + "/b", content=b"2")).output == "once"
-    assert [(r.connection, r.target, r.body) for r in server.requests] == [(0, "/a", b"1"), (1, "/b", b"2")]
+    assert [(r.connection, r.target, r.body) for r in server.seen] == [(0, "/a", b"1"), (1, "/b", b"2")]
 
 
 async def test_a_reply_over_the_limit_is_cut_and_its_connection_not_reused():
-    async with open_raw_server(scripted) as server:
+    async with open_server(scripted) as server:
         async with await open_lean_client(timeout=TIMEOUT) as client:
             big = await request(client, "POST", server.url + "/big", content=b"1")
             assert big.body == BIG[:MAX_RESPONSE_BYTES]
@@ -472,25 +360,25 @@ async def test_a_reply_over_the_limit_is_cut_and_its_connection_not_reused():
             small = await request(client, "POST", server.url + "/echo", content=b"small")
             assert small.body == b"small"
         await server.wait(lambda: server.closed == 3)
-    assert [r.connection for r in server.requests] == [0, 1, 2]
+    assert [r.connection for r in server.seen] == [0, 1, 2]
 
 
 async def test_a_chunked_reply_keeps_its_connection():
-    async with open_raw_server(scripted) as server:
+    async with open_server(scripted) as server:
         async with await open_lean_client(timeout=TIMEOUT) as client:
             first = await send_request(client, "POST", server.url + "/chunked", content=b"1")
             second = await send_request(client, "POST", server.url + "/chunked", content=b"2")
     assert first.output == second.output == "hello chunked world"
-    assert [r.connection for r in server.requests] == [0, 0]
+    assert [r.connection for r in server.seen] == [0, 0]
 
 
 async def test_connection_close_from_the_server_is_honoured():
-    async with open_raw_server(scripted) as server:
+    async with open_server(scripted) as server:
         async with await open_lean_client(timeout=TIMEOUT) as client:
             for _ in range(2):
                 assert (await send_request(client, "POST", server.url + "/close")).output == "bye"
         await server.wait(lambda: server.closed == 2)
-    assert [r.connection for r in server.requests] == [0, 1]
+    assert [r.connection for r in server.seen] == [0, 1]
 
 
 @pytest.fixture
@@ -501,7 +389,7 @@ def slow_autojump_clock():
 
 
 async def test_a_server_that_never_answers_times_out_after_timeout_seconds(slow_autojump_clock):
-    async with open_raw_server(lambda request: Answer(hang=True)) as server:
+    async with open_server(lambda request: Answer(then=hang)) as server:
         async with await open_lean_client(timeout=120.0) as client:
             start = trio.current_time()
             with pytest.raises(ActionError) as info:
@@ -514,12 +402,12 @@ async def test_a_server_that_never_answers_times_out_after_timeout_seconds(slow_
 
 async def test_waiting_for_a_free_connection_slot_times_out(slow_autojump_clock):
     # The first request holds the only slot: its reply comes a line every 10 s, never a read timeout.
-    async with open_raw_server(lambda request: Answer(trickle=True)) as server:
+    async with open_server(lambda request: Answer(b"HTTP/1.1 200 OK\r\n", then=trickle)) as server:
         context = await trio.to_thread.run_sync(ssl.create_default_context)
         client = LeanClient(await open_http_client(timeout=30.0), context, 30.0, max_connections=1)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(outcome, client, "POST", server.url + "/first")
-            await server.wait(lambda: len(server.requests) == 1)
+            await server.wait(lambda: len(server.seen) == 1)
             assert await outcome(client, "POST", server.url + "/second") == (
                 "error", f"POST {server.url}: timed out (PoolTimeout)", True, None, None, "")
             nursery.cancel_scope.cancel()
@@ -528,18 +416,18 @@ async def test_waiting_for_a_free_connection_slot_times_out(slow_autojump_clock)
 
 
 async def test_an_idle_connection_expires_after_five_seconds(slow_autojump_clock):
-    async with open_raw_server(scripted) as server:
+    async with open_server(scripted) as server:
         async with await open_lean_client(timeout=TIMEOUT) as client:
             await send_request(client, "POST", server.url + "/echo", content=b"1")
             await trio.sleep(4.0)
             await send_request(client, "POST", server.url + "/echo", content=b"2")
             await trio.sleep(5.5)
             await send_request(client, "POST", server.url + "/echo", content=b"3")
-    assert [r.connection for r in server.requests] == [0, 0, 1]
+    assert [r.connection for r in server.seen] == [0, 0, 1]
 
 
 async def test_eight_concurrent_requests_are_all_answered_correctly():
-    async with open_raw_server(scripted) as server:
+    async with open_server(scripted) as server:
         results: dict[int, str] = {}
         async with await open_lean_client(timeout=TIMEOUT) as client:
 
@@ -553,22 +441,22 @@ async def test_eight_concurrent_requests_are_all_answered_correctly():
             async with trio.open_nursery() as nursery:
                 for index in range(8):
                     nursery.start_soon(post, index)
-    assert len(results) == 8 and len(server.requests) == 40
+    assert len(results) == 8 and len(server.seen) == 40
     assert 1 < server.connections <= 8
 
 
 async def test_a_cancelled_request_leaves_no_connection_behind():
-    async with open_raw_server(lambda request: Answer(hang=True) if request.target == "/hang" else reply()) as server:
+    async with open_server(lambda request: Answer(then=hang) if request.target == "/hang" else reply()) as server:
         async with await open_lean_client(timeout=TIMEOUT) as client:
             with trio.move_on_after(WAIT) as scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(send_request, client, "POST", server.url + "/hang")
-                    await server.wait(lambda: len(server.requests) == 1)
+                    await server.wait(lambda: len(server.seen) == 1)
                     nursery.cancel_scope.cancel()
             assert not scope.cancelled_caught
             await server.wait(lambda: server.closed == 1)
             assert (await send_request(client, "POST", server.url + "/next")).status == 200
-    assert [r.connection for r in server.requests] == [0, 1]
+    assert [r.connection for r in server.seen] == [0, 1]
 
 
 async def test_after_aclose_a_request_is_a_runtime_error():
@@ -599,16 +487,13 @@ async def test_what_the_lean_client_does_not_do_goes_through_httpx(url, kwargs):
 
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1/x", "http:///x", "127.0.0.1/x"])
 async def test_unusable_urls_fail_as_under_httpx(url):
-    outcomes = []
-    for opener in (open_http_client, open_lean_client):
-        async with await opener(timeout=TIMEOUT) as client:
-            outcomes.append(await outcome(client, "POST", url, content=b"1"))
+    outcomes = await outcomes_of_both(url, b"1")
     assert outcomes[0] == outcomes[1]
     assert outcomes[1][0] == "error"
 
 
 async def test_with_a_proxy_in_the_environment_every_request_goes_through_httpx(monkeypatch):
-    async with open_raw_server(lambda request: reply(200, b"via proxy")) as proxy:
+    async with open_server(lambda request: reply(200, b"via proxy")) as proxy:
         monkeypatch.setenv("HTTP_PROXY", proxy.url)
         monkeypatch.delenv("NO_PROXY", raising=False)
         monkeypatch.delenv("no_proxy", raising=False)
@@ -616,7 +501,7 @@ async def test_with_a_proxy_in_the_environment_every_request_goes_through_httpx(
             assert not client.enabled
             result = await send_request(client, "POST", "http://webhook.invalid/hook", content=b"1")
     assert result.output == "via proxy"
-    [seen] = proxy.requests
+    [seen] = proxy.seen
     assert seen.head.startswith(b"POST http://webhook.invalid/hook HTTP/1.1\r\n")
 
 
@@ -626,7 +511,7 @@ def webhook_spec(url: str) -> ActionSpec:
 
 async def test_url_actions_use_the_lean_client_and_reuse_one_connection():
     delivery = Delivery(content={"title": "t", "description": '{"a": 1}'}, event={}, route="r")
-    async with open_raw_server(scripted) as server:
+    async with open_server(scripted) as server:
         async with build_action(webhook_spec(server.url + "/echo")) as action:
             assert isinstance(action.client, LeanClient)
             for _ in range(3):
@@ -634,8 +519,8 @@ async def test_url_actions_use_the_lean_client_and_reuse_one_connection():
                 assert (report.ok, report.result.output) == (True, '{"a": 1}')
         assert action.client is None
         await server.wait(lambda: server.closed == 1)
-    assert [r.connection for r in server.requests] == [0, 0, 0]
-    assert server.requests[0].header("content-type") == "application/json"
+    assert [r.connection for r in server.seen] == [0, 0, 0]
+    assert server.seen[0].header("content-type") == "application/json"
 
 
 # --- the hand parser agrees with h11 ---------------------------------------------------------------

@@ -20,12 +20,9 @@ the bytes the server received must be identical.
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
-import attrs
 import pytest
 import trio
 import trio.testing
@@ -34,159 +31,14 @@ import trustme
 from postee.actions import ActionError
 from postee.actions.httpclient import open_http_client, open_lean_client, request
 from postee.actions.lean_http import LeanClient
-from tests.helpers.changes import Changes
+from tests.helpers.raw_http import Answer, Seen, Server, hang, open_server
 
 TIMEOUT = 5.0
-WAIT = 5.0
-"""Seconds a test waits for something a server should do at once."""
-MAX_REQUEST_HEAD = 1 << 20
-"""The test server gives up on a request head longer than this (no unbounded buffer in the tests either)."""
-
-
-# --- a raw HTTP/1.1 server that records what reached it -------------------------------------------
-
-@attrs.frozen
-class Seen:
-    """One request as it arrived: the connection it came on, its head (request line and header lines), body."""
-
-    connection: int
-    head: bytes
-    body: bytes
-
-    @property
-    def target(self) -> str:
-        return self.head.split(b" ", 2)[1].decode("latin-1")
-
-    def header(self, name: str) -> str | None:
-        for line in self.head.split(b"\r\n")[1:]:
-            key, _, value = line.partition(b":")
-            if key.lower() == name.lower().encode():
-                return value.strip().decode("latin-1")
-        return None
-
-
-Behaviour = Callable[[trio.abc.Stream], Awaitable[None]]
-"""A custom way to answer: writes what it likes; the connection is closed when it returns."""
-
-
-@attrs.frozen
-class Answer:
-    data: bytes = b""
-    close: bool = False
-    then: Behaviour | None = None
-    """Run after `data` is written (hang, trickle, ...); the connection is closed afterwards unless `keep`."""
-    keep: bool = False
-
-
-class Server:
-    """Reads requests (head, Content-Length body), records them, writes `answer(seen)`; counts connections."""
-
-    def __init__(self, answer: Callable[[Seen], Answer | bytes]) -> None:
-        self.answer = answer
-        self.seen: list[Seen] = []
-        self.connections = 0
-        self.open_now = 0
-        self.max_open = 0
-        self.closed = 0
-        self.server_names: list[str | None] = []
-        self.url = ""
-        self.port = 0
-        self.changes = Changes(WAIT)
-
-    def _note(self) -> None:
-        self.changes.note()
-
-    async def wait(self, condition: Callable[[], bool]) -> None:
-        await self.changes.wait(condition)
-
-    async def handle(self, stream: trio.abc.Stream) -> None:
-        number = self.connections
-        self.connections += 1
-        self.open_now += 1
-        self.max_open = max(self.max_open, self.open_now)
-        self._note()
-        try:
-            await self._serve(number, stream)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            self.open_now -= 1
-            self.closed += 1
-            self._note()
-            await trio.aclose_forcefully(stream)
-
-    async def _serve(self, number: int, stream: trio.abc.Stream) -> None:
-        buffer = b""
-        while True:
-            while b"\r\n\r\n" not in buffer:
-                data = await stream.receive_some(65536)
-                if not data or len(buffer) > MAX_REQUEST_HEAD:
-                    return
-                buffer += data
-            head, _, buffer = buffer.partition(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            while len(buffer) < length:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                buffer += data
-            seen = Seen(number, head, buffer[:length])
-            buffer = buffer[length:]
-            self.seen.append(seen)
-            self._note()
-            answer = self.answer(seen)
-            if isinstance(answer, bytes):
-                answer = Answer(answer)
-            await stream.send_all(answer.data)
-            if answer.then is not None:
-                await answer.then(stream)
-                if not answer.keep:
-                    return
-            if answer.close:
-                return
-
-
-@asynccontextmanager
-async def open_server(answer: Callable[[Seen], Answer | bytes], *, tls: trustme.LeafCert | None = None
-                      ) -> AsyncIterator[Server]:
-    """A server on 127.0.0.1, port 0; with `tls`, https with that certificate (recording the SNI names)."""
-    server = Server(answer)
-    handler: Callable[[trio.SocketStream], Awaitable[None]] = server.handle
-    if tls is not None:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.configure_cert(context)
-        context.sni_callback = lambda sock, name, ctx: server.server_names.append(name)
-
-        async def handler(tcp: trio.SocketStream) -> None:
-            stream = trio.SSLStream(tcp, context, server_side=True)
-            try:
-                with trio.fail_after(WAIT):
-                    await stream.do_handshake()
-            except (trio.BrokenResourceError, trio.TooSlowError):
-                await trio.aclose_forcefully(tcp)
-                return
-            await server.handle(stream)
-
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
-        server.port = listeners[0].socket.getsockname()[1]
-        server.url = f"{'https' if tls else 'http'}://127.0.0.1:{server.port}"
-        yield server
-        nursery.cancel_scope.cancel()
 
 
 def reply(status: int = 200, body: bytes = b"ok", *headers: bytes) -> bytes:
     return b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n%s\r\n%s" % (
         status, len(body), b"".join(header + b"\r\n" for header in headers), body)
-
-
-async def hang(stream: trio.abc.Stream) -> None:
-    """Never answer; read (and drop) whatever comes, until the client leaves."""
-    while await stream.receive_some(65536):
-        pass
 
 
 # --- the differential harness ---------------------------------------------------------------------
